@@ -1,0 +1,55 @@
+//! InfraMind: right-sizes CI build pods with a random forest trained on build telemetry.
+//!
+//! Pure logic (features, forest, optimizer, patch building) lives in modules that do no I/O;
+//! the store, registry, Kubernetes and HTTP edges translate between the world and those values.
+
+pub mod cli;
+pub mod error;
+pub mod evaluation;
+pub mod features;
+pub mod forest;
+pub mod model;
+pub mod simulate;
+pub mod stats;
+pub mod telemetry;
+pub mod training;
+
+pub use error::{Error, Result};
+
+use serde::{Deserialize, Serialize};
+
+/// The resources a build runs with: what the optimizer chooses.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BuildConfig {
+    /// Requested vCPU.
+    pub cpu: f64,
+    /// Requested memory, GB.
+    pub mem_gb: f64,
+    /// Build tool parallelism.
+    pub concurrency: u32,
+}
+
+/// What identifies a build at admission time, before any config is chosen.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BuildContext {
+    /// Pipeline (repository).
+    pub pipeline: String,
+    /// Branch.
+    pub branch: String,
+    /// Build image.
+    pub image: String,
+    /// Node type.
+    pub node: String,
+}
+
+impl BuildContext {
+    /// The context a finished run was admitted with.
+    pub fn of_run(run: &telemetry::RunRecord) -> BuildContext {
+        BuildContext {
+            pipeline: run.pipeline.clone(),
+            branch: run.branch.clone(),
+            image: run.image.clone(),
+            node: run.node.clone(),
+        }
+    }
+}

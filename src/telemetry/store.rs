@@ -1,0 +1,355 @@
+//! The telemetry store: PostgreSQL in production, SQLite as the embedded default.
+//!
+//! Both go through sqlx's `Any` driver with one portable schema (`migrations/`), so every query
+//! is written once and exercised against both databases by the tests.
+
+use chrono::{DateTime, TimeZone, Utc};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+use super::run::RunRecord;
+use crate::error::{Error, Result};
+
+/// Columns in insert/select order.
+const COLUMNS: &str = "run_id, pipeline, branch, image, node, cpu_req, mem_req_gb, concurrency, \
+    max_rss_gb, io_read_gb, io_write_gb, cache_hit_ratio, num_steps, avg_step_duration_s, \
+    duration_s, success, retry_count, oom_killed, started_at_ms, ingested_at_ms";
+const N_COLUMNS: usize = 20;
+/// Rows per INSERT statement: keeps bind parameters under SQLite's and PostgreSQL's limits.
+const INSERT_CHUNK: usize = 200;
+
+/// Default embedded store.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://inframind.db";
+
+/// How many rows a batch insert stored and how many were already there.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct InsertOutcome {
+    /// Newly stored rows.
+    pub inserted: u64,
+    /// Rows whose run_id was already stored (not stored again).
+    pub duplicates: u64,
+}
+
+/// Which database is behind the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// PostgreSQL (production).
+    Postgres,
+    /// SQLite (embedded default).
+    Sqlite,
+}
+
+/// A connection pool to the telemetry database.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+fn normalise_url(url: &str) -> Result<(String, Backend)> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok((url.to_string(), Backend::Postgres))
+    } else if let Some(rest) = url.strip_prefix("sqlite:") {
+        // Create the file on first use: the embedded default must work on a fresh machine.
+        let url = if rest.contains("mode=") || rest.contains(":memory:") {
+            url.to_string()
+        } else if rest.contains('?') {
+            format!("{url}&mode=rwc")
+        } else {
+            format!("{url}?mode=rwc")
+        };
+        Ok((url, Backend::Sqlite))
+    } else {
+        Err(Error::Input(format!(
+            "database URL `{url}` must start with postgres:// or sqlite:"
+        )))
+    }
+}
+
+fn ms_to_time(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+fn u32_col(row: &AnyRow, col: &str) -> std::result::Result<u32, sqlx::Error> {
+    let v: i64 = row.try_get(col)?;
+    u32::try_from(v).map_err(|e| sqlx::Error::ColumnDecode {
+        index: col.to_string(),
+        source: Box::new(e),
+    })
+}
+
+fn decode(row: &AnyRow) -> std::result::Result<RunRecord, sqlx::Error> {
+    let num_steps: Option<i64> = row.try_get("num_steps")?;
+    Ok(RunRecord {
+        run_id: row.try_get("run_id")?,
+        pipeline: row.try_get("pipeline")?,
+        branch: row.try_get("branch")?,
+        image: row.try_get("image")?,
+        node: row.try_get("node")?,
+        cpu_req: row.try_get("cpu_req")?,
+        mem_req_gb: row.try_get("mem_req_gb")?,
+        concurrency: u32_col(row, "concurrency")?,
+        max_rss_gb: row.try_get("max_rss_gb")?,
+        io_read_gb: row.try_get("io_read_gb")?,
+        io_write_gb: row.try_get("io_write_gb")?,
+        cache_hit_ratio: row.try_get("cache_hit_ratio")?,
+        num_steps: num_steps.map(|n| n.clamp(0, u32::MAX as i64) as u32),
+        avg_step_duration_s: row.try_get("avg_step_duration_s")?,
+        duration_s: row.try_get("duration_s")?,
+        success: row.try_get::<i64, _>("success")? != 0,
+        retry_count: u32_col(row, "retry_count")?,
+        oom_killed: row.try_get::<i64, _>("oom_killed")? != 0,
+        started_at: ms_to_time(row.try_get("started_at_ms")?),
+    })
+}
+
+impl Store {
+    /// Connects to `url` (`postgres://…` or `sqlite://…`) and brings the schema up to date.
+    pub async fn connect(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let (url, backend) = normalise_url(url)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
+            .acquire_timeout(std::time::Duration::from_secs(5))
+            .connect(&url)
+            .await
+            .map_err(Error::store(format!("connecting to {}", redact(&url))))?;
+        let store = Store { pool, backend };
+        sqlx::migrate!("./migrations").run(&store.pool).await?;
+        Ok(store)
+    }
+
+    /// Which database this store talks to.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Stores `runs`; a run_id already present is counted as a duplicate and left untouched.
+    pub async fn insert_runs(
+        &self,
+        runs: &[RunRecord],
+        now: DateTime<Utc>,
+    ) -> Result<InsertOutcome> {
+        let mut outcome = InsertOutcome::default();
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(Error::store("starting an insert transaction"))?;
+        for chunk in runs.chunks(INSERT_CHUNK) {
+            let placeholders: Vec<String> = (0..chunk.len())
+                .map(|r| {
+                    let p: Vec<String> = (1..=N_COLUMNS)
+                        .map(|c| format!("${}", r * N_COLUMNS + c))
+                        .collect();
+                    format!("({})", p.join(", "))
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO runs ({COLUMNS}) VALUES {} ON CONFLICT (run_id) DO NOTHING",
+                placeholders.join(", ")
+            );
+            // Only placeholders are generated here; every value is bound.
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for run in chunk {
+                q = q
+                    .bind(run.run_id.clone())
+                    .bind(run.pipeline.clone())
+                    .bind(run.branch.clone())
+                    .bind(run.image.clone())
+                    .bind(run.node.clone())
+                    .bind(run.cpu_req)
+                    .bind(run.mem_req_gb)
+                    .bind(run.concurrency as i64)
+                    .bind(run.max_rss_gb)
+                    .bind(run.io_read_gb)
+                    .bind(run.io_write_gb)
+                    .bind(run.cache_hit_ratio)
+                    .bind(run.num_steps.map(|n| n as i64))
+                    .bind(run.avg_step_duration_s)
+                    .bind(run.duration_s)
+                    .bind(run.success as i64)
+                    .bind(run.retry_count as i64)
+                    .bind(run.oom_killed as i64)
+                    .bind(run.started_at.timestamp_millis())
+                    .bind(now.timestamp_millis());
+            }
+            let done = q
+                .execute(&mut *tx)
+                .await
+                .map_err(Error::store("inserting runs"))?;
+            outcome.inserted += done.rows_affected();
+            outcome.duplicates += chunk.len() as u64 - done.rows_affected();
+        }
+        tx.commit()
+            .await
+            .map_err(Error::store("committing inserted runs"))?;
+        Ok(outcome)
+    }
+
+    async fn fetch(&self, sql: String, binds: Vec<Bind<'_>>, what: &str) -> Result<Vec<RunRecord>> {
+        // The SQL is built from constants in this file; every value is bound.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for b in binds {
+            q = match b {
+                Bind::Text(s) => q.bind(s.to_string()),
+                Bind::Int(i) => q.bind(i),
+            };
+        }
+        let rows = q.fetch_all(&self.pool).await.map_err(Error::store(what))?;
+        rows.iter()
+            .map(|r| decode(r).map_err(Error::store(format!("decoding a row while {what}"))))
+            .collect()
+    }
+
+    /// The last `limit` successful runs of `pipeline` (or of all pipelines), oldest first.
+    pub async fn recent_successful(
+        &self,
+        pipeline: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>> {
+        let mut runs = match pipeline {
+            Some(p) => {
+                self.fetch(
+                    format!("SELECT {COLUMNS} FROM runs WHERE success = 1 AND pipeline = $1 ORDER BY started_at_ms DESC, run_id DESC LIMIT $2"),
+                    vec![Bind::Text(p), Bind::Int(limit as i64)],
+                    "reading recent successful runs of a pipeline",
+                )
+                .await?
+            }
+            None => {
+                self.fetch(
+                    format!("SELECT {COLUMNS} FROM runs WHERE success = 1 ORDER BY started_at_ms DESC, run_id DESC LIMIT $1"),
+                    vec![Bind::Int(limit as i64)],
+                    "reading recent successful runs",
+                )
+                .await?
+            }
+        };
+        runs.reverse();
+        Ok(runs)
+    }
+
+    /// Up to `limit` successful runs of `pipeline` that started strictly before `before`, oldest first.
+    pub async fn successful_before(
+        &self,
+        pipeline: &str,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>> {
+        let mut runs = self
+            .fetch(
+                format!("SELECT {COLUMNS} FROM runs WHERE success = 1 AND pipeline = $1 AND started_at_ms < $2 ORDER BY started_at_ms DESC, run_id DESC LIMIT $3"),
+                vec![Bind::Text(pipeline), Bind::Int(before.timestamp_millis()), Bind::Int(limit as i64)],
+                "reading a pipeline's earlier runs",
+            )
+            .await?;
+        runs.reverse();
+        Ok(runs)
+    }
+
+    /// The last `limit` runs of `pipeline`, successful or not, oldest first.
+    pub async fn recent_runs(&self, pipeline: &str, limit: usize) -> Result<Vec<RunRecord>> {
+        let mut runs = self
+            .fetch(
+                format!("SELECT {COLUMNS} FROM runs WHERE pipeline = $1 ORDER BY started_at_ms DESC, run_id DESC LIMIT $2"),
+                vec![Bind::Text(pipeline), Bind::Int(limit as i64)],
+                "reading recent runs of a pipeline",
+            )
+            .await?;
+        runs.reverse();
+        Ok(runs)
+    }
+
+    /// The most recent successful run of `pipeline`, whose config is the optimizer's baseline.
+    pub async fn last_successful(&self, pipeline: &str) -> Result<Option<RunRecord>> {
+        Ok(self.recent_successful(Some(pipeline), 1).await?.pop())
+    }
+
+    /// Every pipeline that has runs, by name.
+    pub async fn pipelines(&self) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT DISTINCT pipeline FROM runs ORDER BY pipeline")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(Error::store("listing pipelines"))?;
+        rows.iter()
+            .map(|r| {
+                r.try_get::<String, _>(0)
+                    .map_err(Error::store("decoding a pipeline name"))
+            })
+            .collect()
+    }
+
+    /// Number of runs ingested at or after `since`.
+    pub async fn count_runs_since(&self, since: DateTime<Utc>) -> Result<u64> {
+        let n: i64 = sqlx::query("SELECT COUNT(*) FROM runs WHERE ingested_at_ms >= $1")
+            .bind(since.timestamp_millis())
+            .fetch_one(&self.pool)
+            .await
+            .and_then(|r| r.try_get(0))
+            .map_err(Error::store("counting new runs"))?;
+        Ok(n.max(0) as u64)
+    }
+
+    /// Per-pipeline aggregates (p95 peak RSS, mean cache hit ratio, mean steps, highest
+    /// successful concurrency, OOMs) over the pipeline's recent runs.
+    pub async fn pipeline_stats(&self, pipeline: &str) -> Result<crate::stats::PipelineStats> {
+        let runs = self
+            .recent_runs(pipeline, crate::stats::STATS_WINDOW)
+            .await?;
+        Ok(crate::stats::PipelineStats::from_runs(pipeline, &runs))
+    }
+
+    /// Total number of stored runs.
+    pub async fn count_runs(&self) -> Result<u64> {
+        self.count_runs_since(ms_to_time(i64::MIN / 2)).await
+    }
+}
+
+enum Bind<'a> {
+    Text(&'a str),
+    Int(i64),
+}
+
+/// Hides a password in a database URL before it is logged or shown.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_normalised_and_redacted() {
+        assert_eq!(
+            normalise_url("sqlite://x.db").unwrap().0,
+            "sqlite://x.db?mode=rwc"
+        );
+        assert_eq!(
+            normalise_url("sqlite://x.db?cache=shared").unwrap().0,
+            "sqlite://x.db?cache=shared&mode=rwc"
+        );
+        assert_eq!(
+            normalise_url("postgres://h/db").unwrap().1,
+            Backend::Postgres
+        );
+        assert!(normalise_url("mysql://h/db").is_err());
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("postgres://h/db"), "postgres://h/db");
+    }
+}

@@ -1,0 +1,9 @@
+//! Integration tests: one binary, so the suite compiles and links once.
+//!
+//! They talk to the real PostgreSQL (`DATABASE_URL`, default postgres://postgres@127.0.0.1:5432/test)
+//! and Redis (`REDIS_URL`, default redis://127.0.0.1:6379) and fail loudly when those are missing.
+
+mod harness;
+
+mod cli;
+mod store;
