@@ -9,6 +9,7 @@ pub mod evaluation;
 pub mod features;
 pub mod forest;
 pub mod model;
+pub mod optimizer;
 pub mod simulate;
 pub mod stats;
 pub mod telemetry;

@@ -378,6 +378,28 @@ impl ModelDir {
         Ok(metas)
     }
 
+    /// File naming the version promoted in this directory (when no registry is used).
+    pub const ACTIVE_FILE: &'static str = "ACTIVE";
+
+    /// The version pinned as active in this directory, if any.
+    pub fn pinned(&self) -> Result<Option<String>> {
+        let path = self.dir.join(Self::ACTIVE_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(s) if !s.trim().is_empty() => Ok(Some(s.trim().to_string())),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(format!("reading {}", path.display()))(e)),
+        }
+    }
+
+    /// The active model: the pinned version if one is pinned, else the newest valid one.
+    pub fn active(&self) -> Result<Option<(Model, ModelMeta)>> {
+        match self.pinned()? {
+            Some(v) => self.load(&v).map(Some),
+            None => self.latest_valid(),
+        }
+    }
+
     /// The newest version that loads and verifies, if any.
     pub fn latest_valid(&self) -> Result<Option<(Model, ModelMeta)>> {
         for meta in self.list()?.into_iter().rev() {

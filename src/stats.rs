@@ -41,9 +41,9 @@ pub struct PipelineStats {
     pub rss_by_concurrency: Vec<(u32, f64)>,
     /// Out-of-memory kills.
     pub ooms: Vec<OomEvent>,
-    /// Successful runs feeding the history features, oldest first.
+    /// The history features are computed from (built once per refresh, not per admission).
     #[serde(skip)]
-    pub history: Vec<RunRecord>,
+    pub history: PipelineHistory,
 }
 
 /// The `q` quantile (0..=1) by linear interpolation, as numpy's default.
@@ -95,13 +95,8 @@ impl PipelineStats {
                     concurrency: r.concurrency,
                 })
                 .collect(),
-            history: ok.into_iter().cloned().collect(),
+            history: PipelineHistory::from_runs(ok),
         }
-    }
-
-    /// The history the feature builder needs, as of now.
-    pub fn feature_history(&self) -> PipelineHistory {
-        PipelineHistory::from_runs(&self.history)
     }
 }
 
@@ -143,6 +138,9 @@ mod tests {
             .filter_map(|r| r.max_rss_gb)
             .fold(0.0, f64::max);
         assert!(s.rss_p95_gb.unwrap() <= max_rss);
-        assert_eq!(s.history.len(), s.successes);
+        assert_eq!(
+            s.history.len(),
+            s.successes.min(crate::features::HISTORY_WINDOW)
+        );
     }
 }

@@ -136,3 +136,77 @@ async fn simulate_ingest_and_train_against_postgres() {
     assert!(j["temporal_holdout"]["r2"].as_f64().unwrap() > 0.5, "{j}");
     assert_eq!(j["temporal_holdout"]["test_rows"], 100);
 }
+
+#[test]
+fn recommend_uses_the_store_and_the_active_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("im.db").display());
+    // Cold start: no model yet.
+    let file = dir.path().join("runs.jsonl");
+    ok(&inframind(
+        dir.path(),
+        &db,
+        &["simulate", "--runs", "900", "--out", file.to_str().unwrap()],
+    ));
+    ok(&inframind(
+        dir.path(),
+        &db,
+        &["ingest", file.to_str().unwrap()],
+    ));
+    let cold: serde_json::Value = serde_json::from_str(&ok(&inframind(
+        dir.path(),
+        &db,
+        &["recommend", "--pipeline", "acme/api", "--output", "json"],
+    )))
+    .unwrap();
+    assert_eq!(cold["cold_start"], true);
+    assert_eq!(cold["confidence"], 0.0);
+    assert_eq!(cold["baseline_source"], "last_success");
+
+    ok(&inframind(dir.path(), &db, &["train", "--trees", "20"]));
+    let args = [
+        "recommend",
+        "--pipeline",
+        "acme/api",
+        "--seed",
+        "11",
+        "--exploration-rate",
+        "0",
+        "--max-cpu",
+        "6",
+        "--output",
+        "json",
+    ];
+    let warm: serde_json::Value =
+        serde_json::from_str(&ok(&inframind(dir.path(), &db, &args))).unwrap();
+    assert_eq!(warm["cold_start"], false);
+    assert!(warm["model_version"]
+        .as_str()
+        .unwrap()
+        .starts_with("model_v"));
+    assert!(warm["config"]["cpu"].as_f64().unwrap() <= 6.0);
+    assert!(
+        warm["predicted_duration_s"].as_f64().unwrap()
+            <= warm["baseline_duration_s"].as_f64().unwrap()
+    );
+    // Same seed, same decision.
+    let again: serde_json::Value =
+        serde_json::from_str(&ok(&inframind(dir.path(), &db, &args))).unwrap();
+    assert_eq!(warm, again);
+    // Bad flags are refused with a reason.
+    let bad = inframind(
+        dir.path(),
+        &db,
+        &[
+            "recommend",
+            "--pipeline",
+            "x",
+            "--min-cpu",
+            "8",
+            "--max-cpu",
+            "2",
+        ],
+    );
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("minimum bound"));
+}
