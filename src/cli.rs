@@ -13,6 +13,7 @@ use crate::optimizer::{
     describe, exploration, Bounds, Decision, NodeCapacity, Objective, Optimizer, OptimizerConfig,
     Steps,
 };
+use crate::registry::Registry;
 use crate::telemetry::{ingest_rows, read_rows, IngestReport, Store};
 use crate::training::{train_and_save, Stage, TrainingSpec};
 use crate::{BuildConfig, BuildContext};
@@ -43,6 +44,12 @@ pub struct Global {
         default_value = "models"
     )]
     pub models_dir: PathBuf,
+    /// Redis holding the shared model registry (`im:model:active`); without it, the models directory is the registry.
+    #[arg(long, global = true, env = "INFRAMIND_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Key prefix of the registry in Redis.
+    #[arg(long, global = true, env = "INFRAMIND_REDIS_PREFIX", default_value = crate::registry::DEFAULT_PREFIX)]
+    pub redis_prefix: String,
     /// Log format: human text or JSON lines (for clusters).
     #[arg(long, global = true, env = "INFRAMIND_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -341,6 +348,9 @@ pub struct TrainArgs {
     /// Training options.
     #[command(flatten)]
     pub options: TrainOptions,
+    /// Make the new version active once it is saved and published.
+    #[arg(long)]
+    pub promote: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub output: Output,
@@ -349,12 +359,21 @@ pub struct TrainArgs {
 /// `models` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum ModelsCommand {
-    /// List model versions with their metrics.
+    /// List model versions with their metrics (`*` marks the active one).
     List {
         /// Output format.
         #[arg(long, value_enum, default_value_t)]
         output: Output,
     },
+    /// Make a version active (after verifying its artifact).
+    Promote {
+        /// The version, e.g. model_v20261127_101500.
+        version: String,
+    },
+    /// Restore the previously active version.
+    Rollback,
+    /// Print the active version.
+    Active,
 }
 
 /// `explain` arguments.
@@ -403,7 +422,7 @@ pub async fn run(global: &Global, command: Command) -> anyhow::Result<()> {
     match command {
         Command::Ingest(a) => ingest(global, a).await,
         Command::Train(a) => train(global, a).await,
-        Command::Models(ModelsCommand::List { output }) => models_list(global, output),
+        Command::Models(cmd) => models(global, cmd).await,
         Command::Explain(a) => explain(global, a),
         Command::Simulate(a) => simulate(a),
         Command::Quickstart(a) => quickstart(global, a).await,
@@ -520,9 +539,28 @@ fn print_importances(meta: &ModelMeta, top: usize) {
     }
 }
 
+/// Opens the registry the global settings describe.
+pub async fn open_registry(global: &Global) -> anyhow::Result<Registry> {
+    Registry::open(
+        ModelDir::new(&global.models_dir),
+        global.redis_url.as_deref(),
+        &global.redis_prefix,
+    )
+    .await
+    .context("opening the model registry")
+}
+
 async fn train(global: &Global, a: TrainArgs) -> anyhow::Result<()> {
     let store = connect(global).await?;
+    let registry = open_registry(global).await?;
     let meta = train_with_progress(global, &store, &a.options.spec()).await?;
+    let (model, meta) = registry.dir().load(&meta.version)?;
+    registry.publish(&model, &meta).await?;
+    let previous = if a.promote {
+        registry.promote(&meta.version).await?
+    } else {
+        None
+    };
     match a.output {
         Output::Json => print_json(&serde_json::json!({
             "version": meta.version,
@@ -530,35 +568,65 @@ async fn train(global: &Global, a: TrainArgs) -> anyhow::Result<()> {
             "temporal_holdout": meta.temporal_holdout,
             "rows": meta.window.rows,
             "sha256": meta.sha256,
+            "promoted": a.promote,
+            "previous": previous,
         }))?,
-        Output::Text => print_metrics(&meta),
+        Output::Text => {
+            print_metrics(&meta);
+            if a.promote {
+                println!(
+                    "promoted {} (previous: {})",
+                    meta.version,
+                    previous.as_deref().unwrap_or("none")
+                );
+            }
+        }
     }
     Ok(())
 }
 
-fn models_list(global: &Global, output: Output) -> anyhow::Result<()> {
-    let metas = ModelDir::new(&global.models_dir).list()?;
-    match output {
-        Output::Json => print_json(&metas)?,
-        Output::Text => {
-            if metas.is_empty() {
-                println!("no models in {}", global.models_dir.display());
-            }
-            println!(
-                "{:<28} {:>9} {:>7} {:>7} {:>25}",
-                "VERSION", "MAE(s)", "R2", "ROWS", "CREATED"
-            );
-            for m in metas {
-                println!(
-                    "{:<28} {:>9.2} {:>7.3} {:>7} {:>25}",
-                    m.version,
-                    m.metrics().mae_s,
-                    m.metrics().r2,
-                    m.window.rows,
-                    m.created_at.to_rfc3339()
-                );
+async fn models(global: &Global, cmd: ModelsCommand) -> anyhow::Result<()> {
+    let registry = open_registry(global).await?;
+    match cmd {
+        ModelsCommand::List { output } => {
+            let listed = registry.list().await?;
+            match output {
+                Output::Json => print_json(&listed)?,
+                Output::Text => {
+                    if listed.is_empty() {
+                        println!("no models yet");
+                    }
+                    println!(
+                        "  {:<28} {:>9} {:>7} {:>7} {:>25}",
+                        "VERSION", "MAE(s)", "R2", "ROWS", "CREATED"
+                    );
+                    for l in listed {
+                        let m = &l.meta;
+                        let mark = if l.active { '*' } else { ' ' };
+                        println!(
+                            "{mark} {:<28} {:>9.2} {:>7.3} {:>7} {:>25}",
+                            m.version,
+                            m.metrics().mae_s,
+                            m.metrics().r2,
+                            m.window.rows,
+                            m.created_at.to_rfc3339()
+                        );
+                    }
+                }
             }
         }
+        ModelsCommand::Promote { version } => {
+            let previous = registry.promote(&version).await?;
+            println!(
+                "active: {version} (previous: {})",
+                previous.as_deref().unwrap_or("none")
+            );
+        }
+        ModelsCommand::Rollback => println!("active: {}", registry.rollback().await?),
+        ModelsCommand::Active => match registry.active_version().await? {
+            Some(v) => println!("{v}"),
+            None => bail!("no active model"),
+        },
     }
     Ok(())
 }
@@ -695,7 +763,7 @@ async fn decide(
 ) -> anyhow::Result<Decision> {
     let store = connect(global).await?;
     let stats = store.pipeline_stats(&ctx.pipeline).await?;
-    let model = ModelDir::new(&global.models_dir).active()?;
+    let model = open_registry(global).await?.load_active().await?;
     let stats = (stats.runs > 0).then_some(stats);
     Ok(optimizer.decide(
         ctx,

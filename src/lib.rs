@@ -10,6 +10,7 @@ pub mod features;
 pub mod forest;
 pub mod model;
 pub mod optimizer;
+pub mod registry;
 pub mod simulate;
 pub mod stats;
 pub mod telemetry;

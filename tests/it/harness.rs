@@ -62,3 +62,44 @@ pub async fn both_stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
     let (s, d) = sqlite_store().await;
     vec![(pg_store().await, None), (s, Some(d))]
 }
+
+/// A small model trained on simulated builds, saved in `dir` under `version`.
+pub fn small_model(
+    dir: &inframind::model::ModelDir,
+    version: &str,
+    seed: u64,
+) -> (inframind::model::Model, inframind::model::ModelMeta) {
+    use inframind::forest::ForestParams;
+    use inframind::training::{fit, TrainingSpec};
+    let now = chrono::Utc::now();
+    let runs: Vec<_> = inframind::simulate::demo_runs(400, now, seed)
+        .into_iter()
+        .filter(|r| r.success)
+        .collect();
+    let spec = TrainingSpec {
+        params: ForestParams {
+            n_trees: 8,
+            max_depth: Some(6),
+            seed,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let (model, mut meta) =
+        fit(&[], &runs, &spec, version, now, &mut |_| {}).expect("training a small model");
+    dir.save(&model, &mut meta).expect("saving a small model");
+    (model, meta)
+}
+
+/// A Redis connection for poking at keys directly.
+#[allow(dead_code)]
+pub async fn redis_conn() -> redis::aio::MultiplexedConnection {
+    let url = redis_url();
+    let client = redis::Client::open(url.as_str()).expect("Redis URL");
+    client
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| {
+            panic!("Redis is unreachable at {url}: {e}. Start it (see README) or set REDIS_URL.")
+        })
+}

@@ -1,0 +1,162 @@
+//! The model registry: where versioned artifacts live and which one is active.
+//!
+//! With Redis (`INFRAMIND_REDIS_URL`), the fleet shares artifacts and the pointer
+//! `im:model:active` (see `redis.rs`); the local `models/` directory keeps a copy of everything
+//! published. Without Redis (the embedded default), the directory alone is the registry and its
+//! `ACTIVE`/`PREVIOUS` files are the pointer. `live.rs` keeps a running process's model current.
+
+pub mod live;
+pub mod redis;
+
+use crate::error::{Error, Result};
+use crate::model::{write_atomic, Model, ModelDir, ModelMeta};
+pub use live::{LiveModel, WatchConfig};
+pub use redis::{Keys, RedisRegistry};
+
+/// Default Redis key prefix (the design's `im:`).
+pub const DEFAULT_PREFIX: &str = "im";
+const PREVIOUS_FILE: &str = "PREVIOUS";
+
+/// Artifacts and the active pointer, in Redis when configured, else in the model directory.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    dir: ModelDir,
+    redis: Option<RedisRegistry>,
+}
+
+/// One version and whether it is active.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Listed {
+    /// The version's metadata.
+    #[serde(flatten)]
+    pub meta: ModelMeta,
+    /// Whether it is the active version.
+    pub active: bool,
+}
+
+impl Registry {
+    /// The registry over `dir`, and over Redis at `redis_url` when given.
+    pub async fn open(dir: ModelDir, redis_url: Option<&str>, prefix: &str) -> Result<Registry> {
+        let redis = match redis_url {
+            Some(url) => Some(RedisRegistry::connect(url, prefix).await?),
+            None => None,
+        };
+        Ok(Registry { dir, redis })
+    }
+
+    /// A registry over the directory only.
+    pub fn local(dir: ModelDir) -> Registry {
+        Registry { dir, redis: None }
+    }
+
+    /// The model directory.
+    pub fn dir(&self) -> &ModelDir {
+        &self.dir
+    }
+
+    /// The Redis side, if configured.
+    pub fn redis(&self) -> Option<&RedisRegistry> {
+        self.redis.as_ref()
+    }
+
+    /// Makes a saved version available to the fleet (a no-op without Redis).
+    pub async fn publish(&self, model: &Model, meta: &ModelMeta) -> Result<()> {
+        if let Some(r) = &self.redis {
+            r.publish(&model.to_bytes(), meta).await?;
+        }
+        Ok(())
+    }
+
+    /// Makes `version` active after verifying it; returns the version it replaced.
+    pub async fn promote(&self, version: &str) -> Result<Option<String>> {
+        match &self.redis {
+            Some(r) => {
+                if r.fetch_verified(version).await.is_err() {
+                    // Saved locally but not yet (or not intact) in Redis: publish the local copy.
+                    let (model, meta) = self.dir.load(version)?;
+                    r.publish(&model.to_bytes(), &meta).await?;
+                }
+                r.promote(version).await
+            }
+            None => {
+                self.dir.load(version)?;
+                let previous = self.active_version().await?;
+                if previous.as_deref() == Some(version) {
+                    return Ok(previous);
+                }
+                if let Some(p) = &previous {
+                    write_atomic(&self.dir.path().join(PREVIOUS_FILE), p.as_bytes())?;
+                }
+                write_atomic(
+                    &self.dir.path().join(ModelDir::ACTIVE_FILE),
+                    version.as_bytes(),
+                )?;
+                Ok(previous)
+            }
+        }
+    }
+
+    /// Restores the previously active version; returns it.
+    pub async fn rollback(&self) -> Result<String> {
+        match &self.redis {
+            Some(r) => r.rollback().await,
+            None => {
+                let prev_path = self.dir.path().join(PREVIOUS_FILE);
+                let previous = std::fs::read_to_string(&prev_path)
+                    .map(|s| s.trim().to_string())
+                    .map_err(|_| Error::Input("no previous version to roll back to".into()))?;
+                self.dir.load(&previous)?;
+                let current = self.active_version().await?;
+                write_atomic(
+                    &self.dir.path().join(ModelDir::ACTIVE_FILE),
+                    previous.as_bytes(),
+                )?;
+                match current {
+                    Some(c) => write_atomic(&prev_path, c.as_bytes())?,
+                    None => {
+                        std::fs::remove_file(&prev_path).map_err(Error::io("removing PREVIOUS"))?
+                    }
+                }
+                Ok(previous)
+            }
+        }
+    }
+
+    /// The active version: Redis's pointer, or the directory's pinned or newest valid version.
+    pub async fn active_version(&self) -> Result<Option<String>> {
+        match &self.redis {
+            Some(r) => r.active().await,
+            None => Ok(match self.dir.pinned()? {
+                Some(v) => Some(v),
+                None => self.dir.latest_valid()?.map(|(_, m)| m.version),
+            }),
+        }
+    }
+
+    /// The active model, verified.
+    pub async fn load_active(&self) -> Result<Option<(Model, ModelMeta)>> {
+        match &self.redis {
+            Some(r) => match r.active().await? {
+                Some(v) => r.fetch_verified(&v).await.map(Some),
+                None => Ok(None),
+            },
+            None => self.dir.active(),
+        }
+    }
+
+    /// Every version with its active flag, oldest first.
+    pub async fn list(&self) -> Result<Vec<Listed>> {
+        let active = self.active_version().await?;
+        let metas = match &self.redis {
+            Some(r) => r.list().await?,
+            None => self.dir.list()?,
+        };
+        Ok(metas
+            .into_iter()
+            .map(|meta| Listed {
+                active: Some(&meta.version) == active.as_ref(),
+                meta,
+            })
+            .collect())
+    }
+}
