@@ -92,6 +92,10 @@ pub enum Command {
     Quickstart(QuickstartArgs),
     /// Recommend a config for a pipeline with the store's stats and the active model.
     Recommend(RecommendArgs),
+    /// Run the TrainingJob controller (leader-elected) with health and metrics endpoints.
+    Controller(crate::controller::ControllerArgs),
+    /// Print the TrainingJob CustomResourceDefinition as YAML.
+    Crd,
 }
 
 /// Optimizer settings (shared by `recommend` and the webhook).
@@ -351,6 +355,9 @@ pub struct TrainArgs {
     /// Make the new version active once it is saved and published.
     #[arg(long)]
     pub promote: bool,
+    /// Run the TrainingJob NAMESPACE/NAME (its spec replaces the options above) and report to its status.
+    #[arg(long, value_name = "NAMESPACE/NAME")]
+    pub training_job: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub output: Output,
@@ -427,6 +434,11 @@ pub async fn run(global: &Global, command: Command) -> anyhow::Result<()> {
         Command::Simulate(a) => simulate(a),
         Command::Quickstart(a) => quickstart(global, a).await,
         Command::Recommend(a) => recommend(global, a).await,
+        Command::Controller(a) => crate::controller::run(global, a).await,
+        Command::Crd => {
+            print!("{}", crate::controller::crd_yaml()?);
+            Ok(())
+        }
     }
 }
 
@@ -551,6 +563,9 @@ pub async fn open_registry(global: &Global) -> anyhow::Result<Registry> {
 }
 
 async fn train(global: &Global, a: TrainArgs) -> anyhow::Result<()> {
+    if let Some(job) = &a.training_job {
+        return crate::controller::run_training_job(global, job).await;
+    }
     let store = connect(global).await?;
     let registry = open_registry(global).await?;
     let meta = train_with_progress(global, &store, &a.options.spec()).await?;

@@ -4,6 +4,7 @@
 //! the store, registry, Kubernetes and HTTP edges translate between the world and those values.
 
 pub mod cli;
+pub mod controller;
 pub mod error;
 pub mod evaluation;
 pub mod features;

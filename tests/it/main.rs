@@ -6,5 +6,6 @@
 mod harness;
 
 mod cli;
+mod controller;
 mod registry;
 mod store;

@@ -1,0 +1,1 @@
+//! The TrainingJob controller against a mocked Kubernetes API, with the real PostgreSQL and Redis.
