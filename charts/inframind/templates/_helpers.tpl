@@ -1,0 +1,211 @@
+{{/* Chart name, truncated to what a label value allows. */}}
+{{- define "inframind.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Resource name prefix: the release name when it already contains the chart name (release
+"inframind" gives "inframind-webhook", not "inframind-inframind-webhook").
+Truncated to 52 so that "<fullname>-controller-metrics" still fits in 63 characters.
+*/}}
+{{- define "inframind.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 52 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 52 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 52 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "inframind.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels on every resource. */}}
+{{- define "inframind.labels" -}}
+helm.sh/chart: {{ include "inframind.chart" . }}
+app.kubernetes.io/name: {{ include "inframind.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: inframind
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Selector labels of one component: call with (dict "ctx" $ "component" "webhook"). */}}
+{{- define "inframind.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "inframind.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* All labels of one component's resources. */}}
+{{- define "inframind.componentLabels" -}}
+{{ include "inframind.labels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "inframind.webhook.fullname" -}}
+{{- printf "%s-webhook" (include "inframind.fullname" .) }}
+{{- end }}
+
+{{- define "inframind.controller.fullname" -}}
+{{- printf "%s-controller" (include "inframind.fullname" .) }}
+{{- end }}
+
+{{/* The MutatingWebhookConfiguration (cluster-scoped, like the ClusterRoles: one release of a name per cluster). */}}
+{{- define "inframind.webhookConfigName" -}}
+{{- include "inframind.fullname" . }}
+{{- end }}
+
+{{- define "inframind.webhook.serviceAccountName" -}}
+{{- if .Values.serviceAccount.webhook.create }}
+{{- default (include "inframind.webhook.fullname" .) .Values.serviceAccount.webhook.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.webhook.name }}
+{{- end }}
+{{- end }}
+
+{{- define "inframind.controller.serviceAccountName" -}}
+{{- if .Values.serviceAccount.controller.create }}
+{{- default (include "inframind.controller.fullname" .) .Values.serviceAccount.controller.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.controller.name }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret holding the serving certificate (modes helm and cert-manager). */}}
+{{- define "inframind.tlsSecretName" -}}
+{{- printf "%s-tls" (include "inframind.webhook.fullname" .) }}
+{{- end }}
+
+{{/* The webhook Service's DNS names, short to fully qualified. */}}
+{{- define "inframind.webhook.dnsNames" -}}
+{{- $svc := include "inframind.webhook.fullname" . -}}
+{{- $ns := .Release.Namespace -}}
+{{- list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.%s" $svc $ns .Values.certificates.clusterDomain) | toJson }}
+{{- end }}
+
+{{- define "inframind.webhook.serviceDnsName" -}}
+{{- printf "%s.%s.svc" (include "inframind.webhook.fullname" .) .Release.Namespace }}
+{{- end }}
+
+{{- define "inframind.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* Restricted Pod Security Standard: pod level. */}}
+{{- define "inframind.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+fsGroup: 65532
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* Restricted Pod Security Standard: container level. */}}
+{{- define "inframind.containerSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+privileged: false
+capabilities:
+  drop:
+    - ALL
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* Environment both components read. */}}
+{{- define "inframind.commonEnv" -}}
+- name: INFRAMIND_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.database.existingSecret }}
+      key: {{ .Values.database.secretKey }}
+- name: INFRAMIND_REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.redis.existingSecret }}
+      key: {{ .Values.redis.secretKey }}
+- name: INFRAMIND_MODELS_DIR
+  value: /var/lib/inframind/models
+- name: INFRAMIND_LOG
+  value: {{ .Values.log.level | quote }}
+- name: INFRAMIND_LOG_FORMAT
+  value: {{ .Values.log.format | quote }}
+{{- end }}
+
+{{/* Volumes both components mount: the models cache and /tmp (the root filesystem is read-only). */}}
+{{- define "inframind.commonVolumes" -}}
+- name: models
+  emptyDir:
+    sizeLimit: {{ .Values.models.sizeLimit }}
+- name: tmp
+  emptyDir:
+    sizeLimit: 64Mi
+{{- end }}
+
+{{- define "inframind.commonVolumeMounts" -}}
+- name: models
+  mountPath: /var/lib/inframind/models
+- name: tmp
+  mountPath: /tmp
+{{- end }}
+
+{{/*
+Pod anti-affinity over nodes, merged with the user's affinity.
+Call with (dict "ctx" $ "component" "webhook" "mode" "soft" "affinity" $extra).
+*/}}
+{{- define "inframind.affinity" -}}
+{{- $term := dict "topologyKey" "kubernetes.io/hostname" "labelSelector" (dict "matchLabels" (include "inframind.selectorLabels" (dict "ctx" .ctx "component" .component) | fromYaml)) -}}
+{{- $anti := dict -}}
+{{- if eq .mode "soft" }}
+{{- $anti = dict "podAntiAffinity" (dict "preferredDuringSchedulingIgnoredDuringExecution" (list (dict "weight" 100 "podAffinityTerm" $term))) -}}
+{{- else if eq .mode "hard" }}
+{{- $anti = dict "podAntiAffinity" (dict "requiredDuringSchedulingIgnoredDuringExecution" (list $term)) -}}
+{{- end }}
+{{- $merged := mergeOverwrite $anti (deepCopy .affinity) -}}
+{{- if $merged }}
+{{- toYaml $merged }}
+{{- end }}
+{{- end }}
+
+{{/* Cross-field checks the JSON schema cannot express. */}}
+{{- define "inframind.validate" -}}
+{{- $b := .Values.optimizer.bounds -}}
+{{- if gt (float64 $b.minCpu) (float64 $b.maxCpu) }}
+{{- fail (printf "optimizer.bounds: minCpu (%v) is above maxCpu (%v)" $b.minCpu $b.maxCpu) }}
+{{- end }}
+{{- if gt (float64 $b.minMemGb) (float64 $b.maxMemGb) }}
+{{- fail (printf "optimizer.bounds: minMemGb (%v) is above maxMemGb (%v)" $b.minMemGb $b.maxMemGb) }}
+{{- end }}
+{{- if gt (int $b.minConcurrency) (int $b.maxConcurrency) }}
+{{- fail (printf "optimizer.bounds: minConcurrency (%v) is above maxConcurrency (%v)" $b.minConcurrency $b.maxConcurrency) }}
+{{- end }}
+{{- end }}
+
+{{/* Egress when networkPolicy.egress.enabled: DNS, then the user's rules (API server, PostgreSQL, Redis). */}}
+{{- define "inframind.egressRules" -}}
+- ports:
+    - port: 53
+      protocol: UDP
+    - port: 53
+      protocol: TCP
+{{- with .Values.networkPolicy.egress.to }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
