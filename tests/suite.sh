@@ -43,3 +43,6 @@ cargo clippy --all-targets -- -D warnings
 
 step "cargo test"
 cargo test
+
+step "chart"
+tests/chart/check.sh

@@ -1,0 +1,884 @@
+#!/usr/bin/env python3
+"""Offline checks of charts/inframind, deploy/ and crds/ (run by tests/chart/check.sh).
+
+For each values set below, with Helm 4's own library (helm-python-sdk):
+  - `helm lint --strict` for each Kubernetes version (warnings fail too);
+  - render, then validate every manifest with kubernetes-validate --strict against the schemas of
+    each Kubernetes version in KUBE_VERSIONS. ServiceMonitor (prometheus-operator) and Issuer /
+    Certificate (cert-manager) are CRDs unknown to kubernetes-validate: they are skipped by name
+    and reported; any other kind it does not know fails;
+  - the product's invariants on the rendered objects: the webhook configuration (CREATE pods only,
+    failurePolicy Ignore, timeout, sideEffects, v1, reinvocation, which pods reach which webhook),
+    the three certificate modes, least-privilege RBAC (exact rules per component), the restricted
+    Pod Security Standard, probes, ports, the binary's environment contract, PDBs, anti-affinity,
+    ServiceMonitor and NetworkPolicy.
+Then: values.schema.json rejects wrong types and ranges; README documents every value; the chart's
+crds/ equals the top-level crds/ and every CRD validates; deploy/inframind.yaml equals a fresh
+render; deploy/Dockerfile has the agreed shape.
+
+Prints one line per failure and ends with `chart: N passed, M failed`; exits 1 on any failure.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import functools
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+sys.path.insert(0, str(ROOT / "deploy"))
+import render  # noqa: E402  (deploy/render.py: the one renderer of deploy/inframind.yaml)
+
+import helm_python as helm  # noqa: E402
+import kubernetes_validate  # noqa: E402
+from kubernetes_validate import utils as kv_utils  # noqa: E402
+
+CHART = ROOT / "charts" / "inframind"
+RELEASE, NAMESPACE = "inframind", "ci-system"
+KUBE_VERSIONS = ["1.33.0", "1.37.0"]
+# Kinds that are CustomResourceDefinitions of other projects, which kubernetes-validate has no
+# schema for. They are skipped explicitly (and reported); any other unknown kind is a failure.
+SKIPPED_KINDS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("cert-manager.io/v1", "Issuer"),
+    ("cert-manager.io/v1", "Certificate"),
+}
+
+# The binary's environment contract.
+COMMON_ENV = ["INFRAMIND_DATABASE_URL", "INFRAMIND_REDIS_URL", "INFRAMIND_MODELS_DIR", "INFRAMIND_LOG",
+              "INFRAMIND_LOG_FORMAT"]
+WEBHOOK_ENV = ["INFRAMIND_DRY_RUN", "INFRAMIND_OBJECTIVE", "INFRAMIND_EXPLORATION_RATE", "INFRAMIND_MIN_CPU",
+               "INFRAMIND_MAX_CPU", "INFRAMIND_MIN_MEM_GB", "INFRAMIND_MAX_MEM_GB", "INFRAMIND_MIN_CONCURRENCY",
+               "INFRAMIND_MAX_CONCURRENCY", "INFRAMIND_CONCURRENCY_ENV", "INFRAMIND_CPU_PRICE_PER_HOUR",
+               "INFRAMIND_MEM_PRICE_PER_GB_HOUR"]
+CONTROLLER_ENV = ["INFRAMIND_LEASE_NAME", "POD_NAME", "POD_NAMESPACE"]
+MODELS_DIR = "/var/lib/inframind/models"
+# Volume types the restricted Pod Security Standard allows.
+RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+                      "projected", "secret"}
+
+VALUE_SETS: dict[str, dict] = {
+    "defaults": {},
+    "cert-manager": {"certificates": {"mode": "cert-manager"}},
+    "cert-manager-issuer": {
+        "certificates": {"mode": "cert-manager",
+                         "certManager": {"issuerRef": {"name": "corp-ca", "kind": "ClusterIssuer"}}},
+        "webhook": {"timeoutSeconds": 3, "reinvocationPolicy": "IfNeeded"},
+    },
+    "self-signed": {"certificates": {"mode": "self-signed"}, "metrics": {"serviceMonitor": {"enabled": True}}},
+    "helm-certs-dry-run": {
+        "certificates": {"mode": "helm", "helm": {"validityDays": 365}},
+        "optimizer": {"dryRun": True, "objective": "cost", "explorationRate": 0,
+                      "bounds": {"minCpu": 0.5, "maxCpu": 8, "minMemGb": 2, "maxMemGb": 32,
+                                 "minConcurrency": 2, "maxConcurrency": 12},
+                      "concurrencyEnv": ["MAKEFLAGS", "NINJA_JOBS"],
+                      "prices": {"cpuPerHour": 0.0316, "memPerGbHour": 0.0042}},
+        "log": {"level": "debug,hyper=info", "format": "text"},
+        "database": {"existingSecret": "pg", "secretKey": "DATABASE_URL"},
+        "redis": {"existingSecret": "cache", "secretKey": "REDIS_URL"},
+    },
+    "monitoring-networkpolicy": {
+        "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}}},
+        "networkPolicy": {
+            "enabled": True,
+            "webhook": {"from": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]},
+            "metrics": {"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]},
+            "egress": {"enabled": True, "to": [{"ports": [{"port": 5432, "protocol": "TCP"},
+                                                          {"port": 6379, "protocol": "TCP"},
+                                                          {"port": 443, "protocol": "TCP"}]}]},
+        },
+    },
+    "webhook-only-single": {
+        "controller": {"enabled": False},
+        "webhook": {"replicas": 1, "podAntiAffinity": "hard", "excludedNamespaces": ["kube-system", "gitlab"],
+                    "extraEnv": [{"name": "RUST_BACKTRACE", "value": "1"}],
+                    "tolerations": [{"key": "ci", "operator": "Exists", "effect": "NoSchedule"}]},
+        "image": {"digest": "sha256:" + "a" * 64},
+        "imagePullSecrets": [{"name": "regcred"}],
+        "rbac": {"create": True},
+    },
+    "controller-no-batch": {"controller": {"batchJobs": False, "replicas": 1, "podAntiAffinity": "none",
+                                           "leaseName": "im-leader"},
+                            "fullnameOverride": "im"},
+}
+
+# values that values.schema.json must reject: (values, the JSON pointer the error must name)
+SCHEMA_REJECTS = [
+    ({"webhook": {"replicas": "two"}}, "/webhook/replicas"),
+    ({"controller": {"replicas": 1.5}}, "/controller/replicas"),
+    ({"webhook": {"timeoutSeconds": "5"}}, "/webhook/timeoutSeconds"),
+    ({"webhook": {"timeoutSeconds": 31}}, "/webhook/timeoutSeconds"),
+    ({"webhook": {"reinvocationPolicy": "Always"}}, "/webhook/reinvocationPolicy"),
+    ({"webhook": {"replica": 2}}, "/webhook"),  # a typo is not silently ignored
+    ({"certificates": {"mode": "vault"}}, "/certificates/mode"),
+    ({"optimizer": {"dryRun": "yes"}}, "/optimizer/dryRun"),
+    ({"optimizer": {"objective": "speed"}}, "/optimizer/objective"),
+    ({"optimizer": {"explorationRate": 1.5}}, "/optimizer/explorationRate"),
+    ({"optimizer": {"bounds": {"maxConcurrency": 32}}}, "/optimizer/bounds/maxConcurrency"),
+    ({"optimizer": {"bounds": {"minCpu": "1"}}}, "/optimizer/bounds/minCpu"),
+    ({"optimizer": {"concurrencyEnv": "MAKEFLAGS"}}, "/optimizer/concurrencyEnv"),
+    ({"controller": {"enabled": "false"}}, "/controller/enabled"),
+    ({"database": {"existingSecret": ""}}, "/database/existingSecret"),
+    ({"log": {"format": "xml"}}, "/log/format"),
+    ({"metrics": {"serviceMonitor": {"enabled": 1}}}, "/metrics/serviceMonitor/enabled"),
+    ({"bogus": True}, "bogus"),
+]
+# values the schema accepts but the templates must refuse (cross-field rules)
+TEMPLATE_REJECTS = [
+    ({"optimizer": {"bounds": {"minCpu": 20}}}, "minCpu"),
+    ({"optimizer": {"bounds": {"minMemGb": 128}}}, "minMemGb"),
+    ({"optimizer": {"bounds": {"minConcurrency": 8, "maxConcurrency": 4}}}, "minConcurrency"),
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# A tiny check runner: every check is counted; a failure is reported with its context.
+
+class Runner:
+    def __init__(self, verbose: bool):
+        self.verbose = verbose
+        self.passed = 0
+        self.failures: list[str] = []
+        self.notes: list[str] = []
+
+    def check(self, name: str, fn, *args):
+        """Run fn(*args); an AssertionError or any exception is a failure of this check."""
+        try:
+            fn(*args)
+        except AssertionError as e:
+            self.failures.append(f"{name}: {e}")
+            print(f"FAIL {name}: {e}")
+            return
+        except Exception as e:  # noqa: BLE001 - a crash in a check is that check failing
+            self.failures.append(f"{name}: {type(e).__name__}: {e}")
+            print(f"FAIL {name}: {type(e).__name__}: {e}")
+            if self.verbose:
+                traceback.print_exc()
+            return
+        self.passed += 1
+        if self.verbose:
+            print(f"ok   {name}")
+
+    def note(self, text: str):
+        if text not in self.notes:
+            self.notes.append(text)
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in override.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Kubernetes schema validation (kubernetes-validate's own function, with its schema files cached:
+# it re-reads a multi-megabyte definitions file on every call otherwise).
+
+kv_utils.schema_contents = functools.lru_cache(maxsize=None)(kv_utils.schema_contents)
+
+
+def kube_validate(obj: dict, version: str, runner: Runner) -> None:
+    key = (obj.get("apiVersion"), obj.get("kind"))
+    if key in SKIPPED_KINDS:
+        runner.note(f"kubernetes-validate: skipped {key[1]} ({key[0]}), a CRD it has no schema for")
+        return
+    try:
+        kubernetes_validate.validate(obj, version, strict=True)
+    except kv_utils.ValidationError as e:
+        path = ".".join(str(p) for p in e.path)
+        raise AssertionError(f"{key[1]}/{obj['metadata'].get('name')} invalid for Kubernetes {version} "
+                             f"(strict) at {path or '<root>'}: {e.message}") from None
+    except kv_utils.SchemaNotFoundError as e:
+        raise AssertionError(f"no Kubernetes {version} schema for {key[1]} ({key[0]}): {e.message}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers over rendered objects
+
+def by_kind(objs, kind):
+    return [o for o in objs if o["kind"] == kind]
+
+
+def one(objs, kind, name=None):
+    found = [o for o in objs if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+    assert len(found) == 1, f"expected one {kind}{' ' + name if name else ''}, found {len(found)}"
+    return found[0]
+
+
+def selector_matches(selector: dict | None, labels: dict) -> bool:
+    """Kubernetes LabelSelector semantics (matchLabels AND matchExpressions)."""
+    if selector is None:
+        return True
+    for k, v in (selector.get("matchLabels") or {}).items():
+        if labels.get(k) != v:
+            return False
+    for e in selector.get("matchExpressions") or []:
+        key, op, vals = e["key"], e["operator"], e.get("values") or []
+        if op == "In" and labels.get(key) not in vals:
+            return False
+        if op == "NotIn" and key in labels and labels[key] in vals:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def env_map(container) -> dict:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def resolve_port(container, port) -> int:
+    if isinstance(port, int):
+        return port
+    for p in container.get("ports", []):
+        if p.get("name") == port:
+            return p["containerPort"]
+    raise AssertionError(f"container {container['name']} has no port named {port!r}")
+
+
+def rules_of(role) -> set:
+    """A Role's rules flattened to (apiGroup, resource, resourceName or '*any', verb) tuples."""
+    out = set()
+    for r in role.get("rules", []):
+        for g in r.get("apiGroups", []):
+            for res in r.get("resources", []):
+                for name in r.get("resourceNames") or ["*any"]:
+                    for v in r.get("verbs", []):
+                        out.add((g, res, name, v))
+    return out
+
+
+def grants_for(objs, sa_name: str, namespace: str):
+    """(cluster-wide rules, {namespace: rules}) bound to a ServiceAccount."""
+    cluster, namespaced = set(), {}
+    roles = {("ClusterRole", o["metadata"]["name"]): o for o in by_kind(objs, "ClusterRole")}
+    roles.update({("Role", o["metadata"]["name"], o["metadata"].get("namespace")): o for o in by_kind(objs, "Role")})
+    for b in by_kind(objs, "ClusterRoleBinding") + by_kind(objs, "RoleBinding"):
+        subjects = [s for s in b.get("subjects", [])
+                    if s["kind"] == "ServiceAccount" and s["name"] == sa_name and s.get("namespace") == namespace]
+        if not subjects:
+            continue
+        ref = b["roleRef"]
+        if ref["kind"] == "ClusterRole":
+            role = roles.get(("ClusterRole", ref["name"]))
+        else:
+            role = roles.get(("Role", ref["name"], b["metadata"].get("namespace")))
+        assert role is not None, f"{b['kind']} {b['metadata']['name']} refers to {ref['kind']} {ref['name']}, which is not rendered"
+        if b["kind"] == "ClusterRoleBinding":
+            cluster |= rules_of(role)
+        else:
+            namespaced.setdefault(b["metadata"]["namespace"], set()).update(rules_of(role))
+    return cluster, namespaced
+
+
+def expand(group, resource, verbs, name="*any"):
+    return {(group, resource, name, v) for v in verbs}
+
+
+def openssl(*args, stdin: bytes | None = None) -> str:
+    res = subprocess.run(["openssl", *args], input=stdin, capture_output=True, check=False)
+    assert res.returncode == 0, f"openssl {' '.join(args)}: {res.stderr.decode().strip()}"
+    return res.stdout.decode()
+
+
+# ---------------------------------------------------------------------------------------------
+# The product's invariants on one rendered values set
+
+def check_invariants(name: str, v: dict, objs: list[dict], runner: Runner):
+    mode = v["certificates"]["mode"]
+    fullname = v["fullnameOverride"] or RELEASE
+    svc_name = f"{fullname}-webhook"
+    ctl_name = f"{fullname}-controller"
+    svc_dns = f"{svc_name}.{NAMESPACE}.svc"
+    tls_secret = f"{svc_name}-tls"
+    ctl_on = v["controller"]["enabled"]
+    deployments = {d["metadata"]["name"]: d for d in by_kind(objs, "Deployment")}
+    c = lambda what, fn: runner.check(f"{name}: {what}", fn)  # noqa: E731
+
+    def names_and_namespaces():
+        cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration"}
+        for o in objs:
+            md = o["metadata"]
+            if o["kind"] in cluster_scoped:
+                assert "namespace" not in md, f"{o['kind']}/{md['name']} is cluster-scoped but has a namespace"
+            else:
+                assert md.get("namespace") == NAMESPACE, f"{o['kind']}/{md['name']} is not in the release namespace"
+            assert md["labels"].get("app.kubernetes.io/instance") == RELEASE, f"{o['kind']}/{md['name']} lacks the instance label"
+        kinds = {(o["kind"], o["metadata"]["name"]) for o in objs}
+        assert len(kinds) == len(objs), "two rendered objects share a kind and name"
+        expected = {svc_name} | ({ctl_name} if ctl_on else set())
+        assert set(deployments) == expected, f"Deployments {sorted(deployments)}, expected {sorted(expected)}"
+    c("objects, names, namespaces and labels", names_and_namespaces)
+
+    def pod_security():
+        for d in deployments.values():
+            spec = d["spec"]["template"]["spec"]
+            dn = d["metadata"]["name"]
+            psc = spec.get("securityContext", {})
+            assert psc.get("runAsNonRoot") is True, f"{dn}: pod runAsNonRoot is not true"
+            assert psc.get("seccompProfile", {}).get("type") == "RuntimeDefault", f"{dn}: pod seccomp is not RuntimeDefault"
+            assert psc.get("runAsUser", 65532) != 0, f"{dn}: runs as root"
+            for key in ("hostNetwork", "hostPID", "hostIPC"):
+                assert not spec.get(key), f"{dn}: {key}"
+            for vol in spec.get("volumes", []):
+                types = set(vol) - {"name"}
+                assert types <= RESTRICTED_VOLUMES, f"{dn}: volume {vol['name']} of type {types} is not allowed by the restricted standard"
+            for ct in spec.get("initContainers", []) + spec["containers"]:
+                sc = ct.get("securityContext", {})
+                who = f"{dn}/{ct['name']}"
+                assert sc.get("allowPrivilegeEscalation") is False, f"{who}: allowPrivilegeEscalation is not false"
+                assert sc.get("readOnlyRootFilesystem") is True, f"{who}: root filesystem is writable"
+                assert sc.get("capabilities", {}).get("drop") == ["ALL"], f"{who}: does not drop ALL capabilities"
+                assert not sc.get("capabilities", {}).get("add"), f"{who}: adds capabilities"
+                assert not sc.get("privileged"), f"{who}: privileged"
+                assert sc.get("runAsNonRoot", psc.get("runAsNonRoot")) is True, f"{who}: may run as root"
+                assert sc.get("runAsUser", psc.get("runAsUser")) == 65532, f"{who}: not uid 65532"
+                assert ct.get("resources", {}).get("requests") and ct["resources"].get("limits", {}).get("memory"), \
+                    f"{who}: needs resource requests and a memory limit"
+                assert not any(p.get("hostPort") for p in ct.get("ports", [])), f"{who}: hostPort"
+                image = ct["image"]
+                want = (f"{v['image']['repository']}@{v['image']['digest']}" if v["image"]["digest"]
+                        else f"{v['image']['repository']}:{v['image']['tag'] or '0.1.0'}")
+                assert image == want, f"{who}: image {image}, expected {want}"
+                mounts = {m["mountPath"]: m["name"] for m in ct.get("volumeMounts", [])}
+                assert MODELS_DIR in mounts, f"{who}: no volume at {MODELS_DIR}"
+                vols = {vol["name"]: vol for vol in spec["volumes"]}
+                assert "emptyDir" in vols[mounts[MODELS_DIR]], f"{who}: {MODELS_DIR} is not an emptyDir"
+                assert env_map(ct)["INFRAMIND_MODELS_DIR"]["value"] == MODELS_DIR, f"{who}: INFRAMIND_MODELS_DIR"
+    c("restricted Pod Security Standard, resources, image, models dir", pod_security)
+
+    def environment():
+        def check_common(ct):
+            env = env_map(ct)
+            missing = [n for n in COMMON_ENV if n not in env]
+            assert not missing, f"{ct['name']}: missing {missing}"
+            for var, section in (("INFRAMIND_DATABASE_URL", "database"), ("INFRAMIND_REDIS_URL", "redis")):
+                ref = env[var].get("valueFrom", {}).get("secretKeyRef", {})
+                assert ref == {"name": v[section]["existingSecret"], "key": v[section]["secretKey"]}, \
+                    f"{ct['name']}: {var} must come from Secret {v[section]['existingSecret']}/{v[section]['secretKey']}, got {env[var]}"
+            assert env["INFRAMIND_LOG"]["value"] == v["log"]["level"]
+            assert env["INFRAMIND_LOG_FORMAT"]["value"] == v["log"]["format"]
+            return env
+
+        wh = deployments[svc_name]["spec"]["template"]["spec"]["containers"][0]
+        env = check_common(wh)
+        missing = [n for n in WEBHOOK_ENV if n not in env]
+        assert not missing, f"webhook: missing {missing}"
+        o, bnd = v["optimizer"], v["optimizer"]["bounds"]
+        want = {
+            "INFRAMIND_DRY_RUN": "true" if o["dryRun"] else "false",
+            "INFRAMIND_OBJECTIVE": o["objective"],
+            "INFRAMIND_CONCURRENCY_ENV": ",".join(o["concurrencyEnv"]),
+        }
+        for var, val in want.items():
+            assert env[var].get("value") == val, f"webhook: {var}={env[var].get('value')!r}, expected {val!r}"
+        numeric = {"INFRAMIND_EXPLORATION_RATE": o["explorationRate"], "INFRAMIND_MIN_CPU": bnd["minCpu"],
+                   "INFRAMIND_MAX_CPU": bnd["maxCpu"], "INFRAMIND_MIN_MEM_GB": bnd["minMemGb"],
+                   "INFRAMIND_MAX_MEM_GB": bnd["maxMemGb"], "INFRAMIND_MIN_CONCURRENCY": bnd["minConcurrency"],
+                   "INFRAMIND_MAX_CONCURRENCY": bnd["maxConcurrency"],
+                   "INFRAMIND_CPU_PRICE_PER_HOUR": o["prices"]["cpuPerHour"],
+                   "INFRAMIND_MEM_PRICE_PER_GB_HOUR": o["prices"]["memPerGbHour"]}
+        for var, val in numeric.items():
+            got = env[var].get("value")
+            assert got is not None and re.fullmatch(r"-?[0-9]+(\.[0-9]+)?", got) and float(got) == float(val), \
+                f"webhook: {var}={got!r}, expected a plain decimal equal to {val}"
+        for extra in v["webhook"]["extraEnv"]:
+            assert extra["name"] in env, f"webhook: extraEnv {extra['name']} missing"
+        if ctl_on:
+            ct = deployments[ctl_name]["spec"]["template"]["spec"]["containers"][0]
+            env = check_common(ct)
+            assert env["INFRAMIND_LEASE_NAME"]["value"] == v["controller"]["leaseName"]
+            assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+            assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+            stray = [n for n in WEBHOOK_ENV if n in env]
+            assert not stray, f"controller: has webhook-only variables {stray}"
+    c("environment contract (INFRAMIND_*, Secrets, downward API)", environment)
+
+    def webhook_deployment():
+        d = deployments[svc_name]
+        spec = d["spec"]["template"]["spec"]
+        ct = spec["containers"][0]
+        assert d["spec"]["replicas"] == v["webhook"]["replicas"]
+        args = ct["args"]
+        assert args[:3] == ["webhook", "--listen", "0.0.0.0:8443"], f"webhook args {args}"
+        flag = lambda f: args[args.index(f) + 1] if f in args else None  # noqa: E731
+        mounts = {m["name"]: m for m in ct.get("volumeMounts", [])}
+        vols = {x["name"]: x for x in spec.get("volumes", [])}
+        if mode == "self-signed":
+            assert "--self-signed" in args, "self-signed mode without --self-signed"
+            assert flag("--service-dns-name") == svc_dns, f"--service-dns-name {flag('--service-dns-name')}, expected {svc_dns}"
+            mwc = one(objs, "MutatingWebhookConfiguration")
+            assert flag("--webhook-config-name") == mwc["metadata"]["name"], "--webhook-config-name does not name the MutatingWebhookConfiguration"
+            assert "--tls-cert" not in args and "tls" not in vols, "self-signed mode mounts a certificate"
+            assert spec.get("automountServiceAccountToken") is True, "self-signed mode needs the API token"
+        else:
+            assert "--self-signed" not in args
+            assert flag("--tls-cert") == "/tls/tls.crt" and flag("--tls-key") == "/tls/tls.key", f"webhook args {args}"
+            assert mounts["tls"]["mountPath"] == "/tls" and mounts["tls"].get("readOnly") is True
+            assert vols["tls"]["secret"]["secretName"] == tls_secret
+            assert spec.get("automountServiceAccountToken") is False, "the webhook needs no API access in this mode"
+        assert resolve_port(ct, "https") == 8443
+        for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+            get = ct[probe]["httpGet"]
+            assert get["path"] == path and get["scheme"] == "HTTPS" and resolve_port(ct, get["port"]) == 8443, f"{probe}: {get}"
+        sel = d["spec"]["selector"]
+        assert selector_matches(sel, d["spec"]["template"]["metadata"]["labels"]), "selector does not match its pods"
+        aff = spec.get("affinity", {}).get("podAntiAffinity", {})
+        want = v["webhook"]["podAntiAffinity"]
+        if want == "soft":
+            terms = [t["podAffinityTerm"] for t in aff.get("preferredDuringSchedulingIgnoredDuringExecution", [])]
+        elif want == "hard":
+            terms = aff.get("requiredDuringSchedulingIgnoredDuringExecution", [])
+        else:
+            terms = []
+            assert not aff, "podAntiAffinity none, but one is rendered"
+        if want != "none":
+            assert any(t["topologyKey"] == "kubernetes.io/hostname" and selector_matches(t["labelSelector"], d["spec"]["template"]["metadata"]["labels"]) for t in terms), \
+                f"no {want} anti-affinity over nodes for the webhook's own pods"
+    c("webhook Deployment (args per certificate mode, probes, ports, anti-affinity)", webhook_deployment)
+
+    def controller_deployment():
+        if not ctl_on:
+            assert not [o for o in objs if o["metadata"]["labels"].get("app.kubernetes.io/component") == "controller"], \
+                "controller.enabled=false still renders controller objects"
+            return
+        d = deployments[ctl_name]
+        ct = d["spec"]["template"]["spec"]["containers"][0]
+        assert d["spec"]["replicas"] == v["controller"]["replicas"]
+        assert ct["args"] == ["controller", "--http-listen", "0.0.0.0:8080"], f"controller args {ct['args']}"
+        assert resolve_port(ct, "http") == 8080
+        for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+            get = ct[probe]["httpGet"]
+            assert get["path"] == path and get.get("scheme", "HTTP") == "HTTP" and resolve_port(ct, get["port"]) == 8080, f"{probe}: {get}"
+        svc = one(objs, "Service", f"{ctl_name}-metrics")
+        assert selector_matches({"matchLabels": svc["spec"]["selector"]}, d["spec"]["template"]["metadata"]["labels"])
+        assert resolve_port(ct, svc["spec"]["ports"][0]["targetPort"]) == 8080
+    c("controller Deployment (args, probes, metrics Service)", controller_deployment)
+
+    def service():
+        s = one(objs, "Service", svc_name)
+        d = deployments[svc_name]
+        pod_labels = d["spec"]["template"]["metadata"]["labels"]
+        assert selector_matches({"matchLabels": s["spec"]["selector"]}, pod_labels), "Service does not select the webhook pods"
+        if ctl_on:
+            assert not selector_matches({"matchLabels": s["spec"]["selector"]}, deployments[ctl_name]["spec"]["template"]["metadata"]["labels"]), \
+                "the webhook Service also selects controller pods"
+        ports = s["spec"]["ports"]
+        assert len(ports) == 1 and ports[0]["port"] == 443, f"Service ports {ports}"
+        assert resolve_port(d["spec"]["template"]["spec"]["containers"][0], ports[0]["targetPort"]) == 8443
+    c("webhook Service 443 -> 8443", service)
+
+    def webhook_configuration():
+        mwc = one(objs, "MutatingWebhookConfiguration")
+        hooks = mwc["webhooks"]
+        assert len(hooks) == 2, f"{len(hooks)} webhooks"
+        assert len({h["name"] for h in hooks}) == 2
+        for h in hooks:
+            assert h["admissionReviewVersions"] == ["v1"], h["name"]
+            assert h["sideEffects"] == "None", h["name"]
+            assert h["failurePolicy"] == "Ignore", f"{h['name']}: failurePolicy {h['failurePolicy']} could block pods"
+            assert h["timeoutSeconds"] == v["webhook"]["timeoutSeconds"], h["name"]
+            assert h["reinvocationPolicy"] == v["webhook"]["reinvocationPolicy"], h["name"]
+            assert h["rules"] == [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
+                                   "resources": ["pods"], "scope": "Namespaced"}], f"{h['name']}: rules {h['rules']}"
+            assert h["clientConfig"]["service"] == {"name": svc_name, "namespace": NAMESPACE, "path": "/mutate", "port": 443}, \
+                f"{h['name']}: clientConfig {h['clientConfig']['service']}"
+            if mode == "helm":
+                assert h["clientConfig"].get("caBundle"), f"{h['name']}: no caBundle in helm mode"
+            else:
+                assert "caBundle" not in h["clientConfig"], f"{h['name']}: a caBundle in {mode} mode would be overwritten"
+        # Which pods reach the webhook, and how many times: simulate the API server's selection.
+        excluded = [NAMESPACE] + v["webhook"]["excludedNamespaces"]
+        cases = [
+            # (namespace, namespace labels, pod labels, expected number of webhook calls)
+            ("ci", {"inframind.io/enabled": "true"}, {}, 1),
+            ("ci", {"inframind.io/enabled": "true"}, {"inframind.io/enabled": "true"}, 1),
+            ("ci", {"inframind.io/enabled": "true"}, {"inframind.io/enabled": "false"}, 0),
+            ("apps", {}, {}, 0),
+            ("apps", {}, {"inframind.io/enabled": "true"}, 1),
+            ("apps", {"inframind.io/enabled": "false"}, {"inframind.io/enabled": "true"}, 1),
+            ("apps", {"inframind.io/enabled": "false"}, {}, 0),
+        ] + [(ns, {"inframind.io/enabled": "true"}, pod, 0) for ns in excluded
+             for pod in ({}, {"inframind.io/enabled": "true"})]
+        for ns, ns_labels, pod_labels, want in cases:
+            ns_labels = {**ns_labels, "kubernetes.io/metadata.name": ns}
+            got = [h["name"] for h in hooks if selector_matches(h.get("namespaceSelector"), ns_labels)
+                   and selector_matches(h.get("objectSelector"), pod_labels)]
+            assert len(got) == want, (f"a pod labelled {pod_labels} in namespace {ns} labelled {ns_labels} "
+                                      f"reaches {got or 'no webhook'}, expected {want} call(s)")
+    c("MutatingWebhookConfiguration (rules, policies, selectors: opt-in, no double call, own namespace excluded)", webhook_configuration)
+
+    def certificates():
+        mwc = one(objs, "MutatingWebhookConfiguration")
+        annotations = mwc["metadata"].get("annotations") or {}
+        secrets = [s for s in by_kind(objs, "Secret") if s["metadata"]["name"] == tls_secret]
+        certs, issuers = by_kind(objs, "Certificate"), by_kind(objs, "Issuer")
+        if mode == "cert-manager":
+            cert = one(objs, "Certificate")
+            assert annotations.get("cert-manager.io/inject-ca-from") == f"{NAMESPACE}/{cert['metadata']['name']}", \
+                f"inject-ca-from {annotations.get('cert-manager.io/inject-ca-from')!r} does not name the Certificate"
+            assert cert["spec"]["secretName"] == tls_secret
+            assert svc_dns in cert["spec"]["dnsNames"] and svc_name in cert["spec"]["dnsNames"], cert["spec"]["dnsNames"]
+            ref = cert["spec"]["issuerRef"]
+            want_ref = v["certificates"]["certManager"]["issuerRef"]
+            if want_ref:
+                assert ref["name"] == want_ref["name"] and ref["kind"] == want_ref.get("kind", "Issuer"), ref
+                assert not issuers, "an Issuer is rendered although issuerRef names one"
+            else:
+                issuer = one(objs, "Issuer")
+                assert ref == {"name": issuer["metadata"]["name"], "kind": "Issuer", "group": "cert-manager.io"}, ref
+                assert "selfSigned" in issuer["spec"]
+            assert not secrets, "cert-manager mode must not render the certificate Secret itself"
+        else:
+            assert not certs and not issuers, f"{mode} mode renders cert-manager objects"
+            assert "cert-manager.io/inject-ca-from" not in annotations
+        if mode == "helm":
+            assert len(secrets) == 1, "helm mode renders no certificate Secret"
+            data = secrets[0]["data"]
+            assert secrets[0]["type"] == "kubernetes.io/tls"
+            ca = base64.b64decode(data["ca.crt"])
+            for h in mwc["webhooks"]:
+                assert base64.b64decode(h["clientConfig"]["caBundle"]) == ca, "caBundle is not the Secret's CA"
+            if shutil.which("openssl"):
+                with tempfile.TemporaryDirectory() as tmp:
+                    (Path(tmp) / "ca.crt").write_bytes(ca)
+                    (Path(tmp) / "tls.crt").write_bytes(base64.b64decode(data["tls.crt"]))
+                    out = openssl("verify", "-purpose", "sslserver", "-CAfile", f"{tmp}/ca.crt", f"{tmp}/tls.crt")
+                    assert out.strip().endswith("OK"), out
+                    san = openssl("x509", "-noout", "-ext", "subjectAltName", "-in", f"{tmp}/tls.crt")
+                    assert f"DNS:{svc_dns}" in san and f"DNS:{svc_name}" in san, f"serving certificate names {san.strip()}"
+                    pub_cert = openssl("x509", "-noout", "-pubkey", "-in", f"{tmp}/tls.crt")
+                    pub_key = openssl("pkey", "-pubout", stdin=base64.b64decode(data["tls.key"]))
+                    assert pub_cert == pub_key, "tls.key does not belong to tls.crt"
+            else:
+                runner.note("openssl not found: the helm-mode certificate chain was not verified")
+        elif mode == "self-signed":
+            assert not secrets, "self-signed mode renders a certificate Secret"
+    c(f"certificates ({mode})", certificates)
+
+    def rbac():
+        for r in by_kind(objs, "ClusterRole") + by_kind(objs, "Role"):
+            for rule in r.get("rules", []):
+                for field in ("apiGroups", "resources", "verbs"):
+                    assert "*" not in rule.get(field, []), f"{r['kind']}/{r['metadata']['name']}: wildcard {field}"
+        wh_sa = one(objs, "ServiceAccount", svc_name)
+        assert wh_sa.get("automountServiceAccountToken") is (mode == "self-signed")
+        cluster, namespaced = grants_for(objs, svc_name, NAMESPACE)
+        mwc_name = one(objs, "MutatingWebhookConfiguration")["metadata"]["name"]
+        want = expand("admissionregistration.k8s.io", "mutatingwebhookconfigurations", ["get", "patch"], mwc_name) \
+            if mode == "self-signed" else set()
+        assert cluster == want and not namespaced, f"webhook grants {sorted(cluster)} {namespaced}, expected exactly {sorted(want)}"
+        if not ctl_on:
+            assert not by_kind(objs, "Role"), "controller disabled but a Role is rendered"
+            return
+        cluster, namespaced = grants_for(objs, ctl_name, NAMESPACE)
+        want = (expand("inframind.io", "trainingjobs", ["get", "list", "watch", "create"])
+                | expand("inframind.io", "trainingjobs/status", ["get", "patch"])
+                | expand("events.k8s.io", "events", ["create", "patch"])
+                | expand("", "pods", ["get", "list", "watch"]))
+        if v["controller"]["batchJobs"]:
+            want |= expand("batch", "jobs", ["create", "get", "list", "watch", "delete"])
+        assert cluster == want, f"controller cluster grants differ: extra {sorted(cluster - want)}, missing {sorted(want - cluster)}"
+        lease = v["controller"]["leaseName"]
+        want_ns = {NAMESPACE: expand("coordination.k8s.io", "leases", ["create"])
+                   | expand("coordination.k8s.io", "leases", ["get", "update", "patch"], lease)}
+        assert namespaced == want_ns, f"controller namespaced grants {namespaced}, expected {want_ns}"
+    c("RBAC least privilege (exact rules per ServiceAccount)", rbac)
+
+    def pdbs():
+        for comp, dname in (("webhook", svc_name), ("controller", ctl_name)):
+            cfg = v[comp]
+            pdb = [p for p in by_kind(objs, "PodDisruptionBudget") if p["metadata"]["name"] == dname]
+            enabled = (comp == "webhook" or ctl_on) and cfg["podDisruptionBudget"]["enabled"] and cfg["replicas"] > 1
+            if not enabled:
+                assert not pdb, f"{comp}: a PodDisruptionBudget with {cfg['replicas']} replica(s) would block node drains"
+                continue
+            assert len(pdb) == 1, f"{comp}: no PodDisruptionBudget"
+            labels = deployments[dname]["spec"]["template"]["metadata"]["labels"]
+            assert selector_matches(pdb[0]["spec"]["selector"], labels), f"{comp}: PDB does not select its pods"
+            assert pdb[0]["spec"]["minAvailable"] == cfg["podDisruptionBudget"]["minAvailable"]
+            others = [d for n, d in deployments.items() if n != dname]
+            assert not any(selector_matches(pdb[0]["spec"]["selector"], d["spec"]["template"]["metadata"]["labels"]) for d in others), \
+                f"{comp}: PDB also selects the other component"
+    c("PodDisruptionBudgets", pdbs)
+
+    def monitoring():
+        sms = by_kind(objs, "ServiceMonitor")
+        if not v["metrics"]["serviceMonitor"]["enabled"]:
+            assert not sms, "ServiceMonitor rendered while disabled"
+            return
+        assert len(sms) == (2 if ctl_on else 1), f"{len(sms)} ServiceMonitors"
+        for sm in sms:
+            for k, val in v["metrics"]["serviceMonitor"]["labels"].items():
+                assert sm["metadata"]["labels"].get(k) == val, f"ServiceMonitor lacks label {k}"
+            targets = [s for s in by_kind(objs, "Service") if selector_matches(sm["spec"]["selector"], s["metadata"]["labels"])]
+            assert len(targets) == 1, f"ServiceMonitor {sm['metadata']['name']} selects {len(targets)} Services"
+            port_names = {p["name"] for p in targets[0]["spec"]["ports"]}
+            for ep in sm["spec"]["endpoints"]:
+                assert ep["port"] in port_names, f"endpoint port {ep['port']} not on Service {targets[0]['metadata']['name']}"
+                assert ep["path"] == "/metrics"
+                if targets[0]["metadata"]["name"] == svc_name:
+                    assert ep["scheme"] == "https", "the webhook serves /metrics over HTTPS"
+                    tls = ep.get("tlsConfig", {})
+                    if mode == "self-signed":
+                        assert tls.get("insecureSkipVerify") is True, f"self-signed mode: {tls}"
+                    else:
+                        assert tls.get("ca", {}).get("secret") == {"name": tls_secret, "key": "ca.crt"} and tls.get("serverName") == svc_dns, tls
+                else:
+                    assert ep["scheme"] == "http"
+    c("ServiceMonitors", monitoring)
+
+    def network_policies():
+        nps = by_kind(objs, "NetworkPolicy")
+        if not v["networkPolicy"]["enabled"]:
+            assert not nps, "NetworkPolicy rendered while disabled"
+            return
+        for dname, port, peers in ((svc_name, 8443, v["networkPolicy"]["webhook"]["from"]),
+                                   (ctl_name, 8080, v["networkPolicy"]["metrics"]["from"])):
+            if dname not in deployments:
+                continue
+            labels = deployments[dname]["spec"]["template"]["metadata"]["labels"]
+            mine = [n for n in nps if selector_matches(n["spec"]["podSelector"], labels)]
+            assert len(mine) == 1, f"{dname}: {len(mine)} NetworkPolicies select it"
+            ingress = mine[0]["spec"]["ingress"]
+            assert [p["port"] for rule in ingress for p in rule["ports"]] == [port], f"{dname}: ingress ports {ingress}"
+            assert ingress[0].get("from", []) == peers
+            egress_on = v["networkPolicy"]["egress"]["enabled"]
+            assert ("Egress" in mine[0]["spec"]["policyTypes"]) == egress_on
+            if egress_on:
+                ports = {p["port"] for rule in mine[0]["spec"]["egress"] for p in rule.get("ports", [])}
+                assert 53 in ports, f"{dname}: egress restricted without DNS"
+    c("NetworkPolicies", network_policies)
+
+    def namespace():
+        nss = by_kind(objs, "Namespace")
+        if not v["createNamespace"]:
+            assert not nss
+            return
+        ns = one(objs, "Namespace")
+        assert ns["metadata"]["name"] == NAMESPACE
+        assert ns["metadata"]["labels"].get("pod-security.kubernetes.io/enforce") == "restricted"
+    c("Namespace", namespace)
+
+
+# ---------------------------------------------------------------------------------------------
+
+def leaf_paths(d: dict, schema: dict, prefix: str = "") -> list[str]:
+    """Dotted paths of the values a user sets; objects of free form (resources, affinity) are one value."""
+    out = []
+    for k, val in d.items():
+        p = f"{prefix}{k}"
+        sub = schema.get("properties", {}).get(k, {})
+        if isinstance(val, dict) and sub.get("required"):
+            out += leaf_paths(val, sub, p + ".")
+        else:
+            out.append(p)
+    return out
+
+
+def main() -> int:
+    verbose = "-v" in sys.argv[1:]
+    runner = Runner(verbose)
+    t0 = time.monotonic()
+    print(f"helm SDK {helm.helm_sdk_version()} (helm-python-sdk {helm.__version__}), "
+          f"kubernetes-validate {kubernetes_validate.__version__ if hasattr(kubernetes_validate, '__version__') else ''}; "
+          f"Kubernetes {', '.join(KUBE_VERSIONS)}")
+
+    chart = helm.Chart.load(str(CHART))
+    defaults = chart.values
+
+    # --- every values set: lint, render, validate, invariants ---------------------------------
+    for name, overrides in VALUE_SETS.items():
+        def lint(overrides=overrides):
+            problems = []
+            for kv in KUBE_VERSIONS:
+                report = helm.lint(str(CHART), overrides, strict=True, namespace=NAMESPACE, kube_version=f"v{kv}")
+                problems += [f"[{kv}] {m['path']}: {m['error'].strip()}" for m in report["messages"] if m["severity"] >= 2]
+                problems += [f"[{kv}] {e.strip()}" for e in report.get("errors", []) if not any(e.strip() in p for p in problems)]
+            assert not problems, "helm lint --strict: " + "; ".join(problems)
+        runner.check(f"{name}: helm lint --strict", lint)
+
+        rendered: list = []
+
+        def do_render(overrides=overrides, rendered=rendered):
+            rendered += render.render_documents(chart, overrides, name=RELEASE, namespace=NAMESPACE)
+            assert rendered, "nothing rendered"
+        runner.check(f"{name}: render", do_render)
+        if not rendered:
+            continue
+        objs = [o for _, _, o in rendered]
+
+        def validate(objs=objs):
+            errors = []
+            for kv in KUBE_VERSIONS:
+                for o in objs:
+                    try:
+                        kube_validate(o, kv, runner)
+                    except AssertionError as e:
+                        errors.append(str(e))
+            assert not errors, "; ".join(errors)
+        runner.check(f"{name}: kubernetes-validate --strict ({len(objs)} objects x {len(KUBE_VERSIONS)} versions)", validate)
+
+        values = deep_merge(defaults, overrides)
+        check_invariants(name, values, objs, runner)
+
+    # --- the deploy/ values render the same way (and pass the same invariants) ---------------
+    deploy_values = yaml.safe_load(render.VALUES.read_text()) or {}
+    deploy_objs = [o for _, _, o in render.render_documents(chart, deploy_values, name=RELEASE, namespace=NAMESPACE)]
+    check_invariants("deploy/values.yaml", deep_merge(defaults, deploy_values), deploy_objs, runner)
+
+    # --- values.schema.json -------------------------------------------------------------------
+    def schema_rejects():
+        problems = []
+        for overrides, pointer in SCHEMA_REJECTS:
+            try:
+                chart.render(overrides, name=RELEASE, namespace=NAMESPACE)
+                problems.append(f"{json.dumps(overrides)} was accepted")
+            except helm.HelmValuesError as e:
+                if pointer not in str(e):
+                    problems.append(f"{json.dumps(overrides)} was rejected without naming {pointer}: {str(e).strip()}")
+        assert not problems, "; ".join(problems)
+    runner.check(f"values.schema.json rejects {len(SCHEMA_REJECTS)} wrong-typed or out-of-range values", schema_rejects)
+
+    def template_rejects():
+        problems = []
+        for overrides, word in TEMPLATE_REJECTS:
+            try:
+                chart.render(overrides, name=RELEASE, namespace=NAMESPACE)
+                problems.append(f"{json.dumps(overrides)} was accepted")
+            except helm.HelmRenderError as e:
+                if word not in str(e):
+                    problems.append(f"{json.dumps(overrides)}: unhelpful error {str(e).strip()}")
+        assert not problems, "; ".join(problems)
+    runner.check("templates reject min bounds above max bounds", template_rejects)
+
+    def schema_covers_values():
+        schema = chart.schema
+        assert schema is not None, "the chart has no values.schema.json"
+        chart.validate_schema(defaults)
+
+        def walk(node, sch, path):
+            if isinstance(node, dict) and sch.get("properties") is not None:
+                for k, val in node.items():
+                    assert k in sch["properties"], f"values.yaml key {path}{k} is not in values.schema.json"
+                    walk(val, sch["properties"][k], f"{path}{k}.")
+                for k in sch.get("required", []):  # objects with optional keys (issuerRef) list none
+                    assert k in node, f"values.schema.json key {path}{k} is not in values.yaml"
+        walk(defaults, schema, "")
+    runner.check("values.schema.json and values.yaml describe the same keys", schema_covers_values)
+
+    def readme_documents_values():
+        readme = (CHART / "README.md").read_text()
+        missing = [p for p in leaf_paths(defaults, chart.schema) if f"`{p}`" not in readme]
+        assert not missing, f"charts/inframind/README.md does not document {missing}"
+    runner.check("chart README documents every value", readme_documents_values)
+
+    # --- CRDs ----------------------------------------------------------------------------------
+    top = render.crd_files(ROOT / "crds")
+    ours = render.crd_files(CHART / "crds")
+
+    def crds_identical():
+        top_names, our_names = {p.name for p in top}, {p.name for p in ours}
+        extra = sorted(our_names - top_names)
+        assert not extra, f"charts/inframind/crds/ has {extra}, which the top-level crds/ lacks (run deploy/regenerate.sh)"
+        missing = sorted(top_names - our_names)
+        assert not missing, f"charts/inframind/crds/ lacks {missing} from the top-level crds/ (run deploy/regenerate.sh)"
+        differ = [p.name for p in top if p.read_bytes() != (CHART / "crds" / p.name).read_bytes()]
+        assert not differ, f"charts/inframind/crds/ differs from crds/ in {differ} (run deploy/regenerate.sh)"
+        if not top:
+            runner.note("crds/ holds no CRD yet (`inframind crd` has not written crds/trainingjobs.inframind.io.yaml): "
+                        "nothing to compare, and the chart ships none")
+    runner.check("chart crds/ identical to top-level crds/", crds_identical)
+
+    def crds_valid():
+        for path in top + ours:
+            docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+            assert docs, f"{path.relative_to(ROOT)} is empty"
+            for d in docs:
+                assert d.get("kind") == "CustomResourceDefinition", f"{path.relative_to(ROOT)}: {d.get('kind')} is not a CRD"
+                for kv in KUBE_VERSIONS:
+                    kube_validate(d, kv, runner)
+    runner.check(f"every CRD validates (kubernetes-validate --strict, {', '.join(KUBE_VERSIONS)})", crds_valid)
+
+    def crd_matches_rbac():
+        crds = [d for p in ours for d in yaml.safe_load_all(p.read_text()) if d]
+        tj = [d for d in crds if d["spec"]["names"]["kind"] == "TrainingJob"]
+        if not tj:
+            return
+        spec = tj[0]["spec"]
+        assert spec["group"] == "inframind.io" and spec["names"]["plural"] == "trainingjobs", spec["names"]
+        assert spec["scope"] == "Namespaced"
+        served = [ver for ver in spec["versions"] if ver["name"] == "v1alpha1" and ver.get("served")]
+        assert served, "TrainingJob v1alpha1 is not served"
+        assert "status" in (served[0].get("subresources") or {}), "the controller patches trainingjobs/status: the CRD needs the status subresource"
+    runner.check("TrainingJob CRD matches what the controller's RBAC grants", crd_matches_rbac)
+
+    # --- deploy/ ---------------------------------------------------------------------------------
+    def deploy_fresh():
+        fresh = render.render_bundle()
+        current = render.OUTPUT.read_text() if render.OUTPUT.exists() else ""
+        if fresh != current:
+            import difflib
+            diff = "".join(list(difflib.unified_diff(current.splitlines(True), fresh.splitlines(True),
+                                                     "deploy/inframind.yaml", "fresh render", n=1))[:40])
+            raise AssertionError(f"deploy/inframind.yaml is stale: run deploy/regenerate.sh\n{diff}")
+    runner.check("deploy/inframind.yaml equals a fresh render", deploy_fresh)
+
+    def deploy_valid():
+        docs = [d for d in yaml.safe_load_all(render.OUTPUT.read_text()) if d]
+        kinds = [d["kind"] for d in docs]
+        assert "Namespace" in kinds and kinds.index("Namespace") < kinds.index("Deployment")
+        assert kinds[-1] == "MutatingWebhookConfiguration", "the webhook must be configured last, once its pods exist"
+        assert kinds.count("CustomResourceDefinition") == sum(
+            1 for p in ours for d in yaml.safe_load_all(p.read_text()) if d), "deploy/inframind.yaml lacks the CRDs"
+        for kv in KUBE_VERSIONS:
+            for d in docs:
+                kube_validate(d, kv, runner)
+    runner.check("deploy/inframind.yaml validates and is ordered for kubectl apply", deploy_valid)
+
+    def dockerfile():
+        text = (ROOT / "deploy" / "Dockerfile").read_text()
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+        froms = [ln for ln in lines if ln.upper().startswith("FROM ")]
+        assert len(froms) >= 2, "not a multi-stage build"
+        assert re.search(r"\brust:", froms[0]), f"build stage {froms[0]!r} is not the official rust image"
+        final = froms[-1]
+        assert "distroless" in final and "nonroot" in final, f"runtime base {final!r} is not a distroless nonroot image"
+        final_stage = text[text.rfind(final.split()[0] + " " + final.split()[1]):]
+        assert re.search(r"^USER\s+(65532|nonroot)", final_stage, re.M), "the runtime stage does not run as uid 65532"
+        assert re.search(r'^ENTRYPOINT\s+\["/usr/local/bin/inframind"\]', final_stage, re.M), "ENTRYPOINT is not the binary"
+        assert "--release" in text and "--locked" in text, "the binary must be built --release --locked"
+        assert not re.search(r"openssl|libssl", "\n".join(lines), re.I), "the binary uses rustls; the image needs no OpenSSL"
+        ignore = ROOT / "deploy" / "Dockerfile.dockerignore"
+        patterns = [ln.strip() for ln in ignore.read_text().splitlines()] if ignore.exists() else []
+        assert "*" in patterns or any(p.strip("/") == "target" for p in patterns), \
+            "deploy/Dockerfile.dockerignore must keep target/ (gigabytes) out of the build context"
+    runner.check("deploy/Dockerfile: multi-stage, rust -> distroless nonroot, uid 65532", dockerfile)
+
+    chart.close()
+    for n in runner.notes:
+        print(f"note: {n}")
+    total = time.monotonic() - t0
+    for f in runner.failures:
+        print(f"FAILED {f.splitlines()[0]}")
+    print(f"({total:.1f}s)")
+    print(f"chart: {runner.passed} passed, {len(runner.failures)} failed")
+    return 1 if runner.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

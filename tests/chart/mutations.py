@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""Self-test of tests/chart/check.py: break the chart, deploy/ or crds/ one way at a time, in a
+copy of the repository, and require check.py to fail with the expected check named.
+
+    tests/chart/check.sh --self-test      (about a minute; not part of tests/suite.sh)
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+CRD = """apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: trainingjobs.inframind.io
+spec:
+  group: inframind.io
+  names:
+    kind: TrainingJob
+    listKind: TrainingJobList
+    plural: trainingjobs
+    singular: trainingjob
+  scope: Namespaced
+  versions:
+    - name: v1alpha1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema:
+          type: object
+          x-kubernetes-preserve-unknown-fields: true
+      subresources:
+        status: {}
+"""
+
+
+def edit(path, old, new):
+    def apply(root: Path):
+        p = root / path
+        text = p.read_text()
+        assert old in text, f"mutation does not apply: {old!r} not in {path}"
+        p.write_text(text.replace(old, new, 1))
+    return apply
+
+
+def write(path, text):
+    def apply(root: Path):
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(text)
+    return apply
+
+
+def both(*fns):
+    def apply(root: Path):
+        for f in fns:
+            f(root)
+    return apply
+
+
+T = "charts/inframind/templates/"
+# (what is broken, how, a substring of the check that must fail; None: the check must pass)
+MUTATIONS = [
+    ("unknown field in the webhook Deployment", edit(T + "webhook-deployment.yaml", "  revisionHistoryLimit: 5", "  revisionHistoryLimt: 5"), "kubernetes-validate --strict"),
+    ("wrong type in the webhook Service", edit(T + "webhook-service.yaml", "port: 443", 'port: "443"'), "kubernetes-validate --strict"),
+    ("failurePolicy Fail", edit(T + "mutatingwebhookconfiguration.yaml", "failurePolicy: Ignore", "failurePolicy: Fail"), "MutatingWebhookConfiguration"),
+    ("UPDATE operations too", edit(T + "mutatingwebhookconfiguration.yaml", '["CREATE"]', '["CREATE", "UPDATE"]'), "MutatingWebhookConfiguration"),
+    ("pod webhook no longer excludes opted-in namespaces (double call)", edit(T + "mutatingwebhookconfiguration.yaml", "operator: NotIn\n          {{- end }}", "operator: Exists\n          {{- end }}"), "no double call"),
+    ("own namespace not excluded", edit(T + "mutatingwebhookconfiguration.yaml", "prepend .Values.webhook.excludedNamespaces .Release.Namespace", "prepend .Values.webhook.excludedNamespaces \"x\""), "own namespace excluded"),
+    ("timeoutSeconds hard-coded", edit(T + "mutatingwebhookconfiguration.yaml", "timeoutSeconds: {{ $.Values.webhook.timeoutSeconds }}", "timeoutSeconds: 5"), "MutatingWebhookConfiguration"),
+    ("an extra verb for the controller", edit(T + "controller-rbac.yaml", '["get", "list", "watch", "create"]', '["get", "list", "watch", "create", "delete"]'), "RBAC least privilege"),
+    ("lease rule without resourceNames", edit(T + "controller-rbac.yaml", '    resourceNames: [{{ .Values.controller.leaseName | quote }}]\n', ""), "RBAC least privilege"),
+    ("webhook token mounted in helm mode", edit(T + "webhook-deployment.yaml", '{{ eq $mode "self-signed" }}', "true"), "webhook Deployment"),
+    ("privilege escalation allowed", edit(T + "_helpers.tpl", "allowPrivilegeEscalation: false", "allowPrivilegeEscalation: true"), "restricted Pod Security Standard"),
+    ("seccomp dropped from the pod", edit(T + "_helpers.tpl", "fsGroup: 65532\nseccompProfile:\n  type: RuntimeDefault", "fsGroup: 65532"), "restricted Pod Security Standard"),
+    ("dry-run value ignored", edit(T + "webhook-deployment.yaml", "{{ .Values.optimizer.dryRun | quote }}", '"false"'), "environment contract"),
+    ("database URL as plain value", edit(T + "_helpers.tpl", "- name: INFRAMIND_DATABASE_URL\n  valueFrom:\n    secretKeyRef:\n      name: {{ .Values.database.existingSecret }}\n      key: {{ .Values.database.secretKey }}", "- name: INFRAMIND_DATABASE_URL\n  value: postgres://x"), "environment contract"),
+    ("readiness probe on the wrong path", edit(T + "webhook-deployment.yaml", "path: /readyz", "path: /healthz"), "webhook Deployment"),
+    ("caBundle in cert-manager mode", edit(T + "mutatingwebhookconfiguration.yaml", "{{- if $caBundle }}", "{{- if true }}"), "MutatingWebhookConfiguration"),
+    ("Certificate without the service DNS name", edit(T + "certificate.yaml", "  dnsNames:\n", "  dnsNames:\n    - other.example\n  x:\n"), "certificates (cert-manager)"),
+    ("PDB rendered for a single replica", edit(T + "pdb.yaml", "(gt (int .Values.webhook.replicas) 1)", "true"), "PodDisruptionBudgets"),
+    ("schema accepts a string for replicas", edit("charts/inframind/values.schema.json", '"type": "integer",\n          "description": "Replicas."', '"description": "Replicas."'), "values.schema.json rejects"),
+    ("schema accepts unknown keys", edit("charts/inframind/values.schema.json", '"title": "inframind chart values",\n  "type": "object",\n  "additionalProperties": false', '"title": "inframind chart values",\n  "type": "object",\n  "additionalProperties": true'), "values.schema.json rejects"),
+    ("undocumented value", edit("charts/inframind/README.md", "| `controller.priorityClassName` |", "| priority class |"), "README documents every value"),
+    ("lint warning (icon must be a URL)", edit("charts/inframind/Chart.yaml", "home: ", "icon: not-a-url\nhome: "), "helm lint"),
+    ("stale deploy/inframind.yaml", edit("deploy/inframind.yaml", "replicas: 2", "replicas: 3"), "deploy/inframind.yaml equals a fresh render"),
+    ("top-level CRD not in the chart", write("crds/trainingjobs.inframind.io.yaml", CRD), "chart crds/ identical"),
+    ("chart CRD not in the top level", write("charts/inframind/crds/trainingjobs.inframind.io.yaml", CRD), "chart crds/ identical"),
+    ("chart CRD differs from the top level", both(write("crds/trainingjobs.inframind.io.yaml", CRD), write("charts/inframind/crds/trainingjobs.inframind.io.yaml", CRD.replace("singular: trainingjob", "singular: tj"))), "chart crds/ identical"),
+    ("invalid CRD", both(write("crds/trainingjobs.inframind.io.yaml", CRD.replace("scope: Namespaced", "scope: Namespaced\n  bogus: 1")), write("charts/inframind/crds/trainingjobs.inframind.io.yaml", CRD.replace("scope: Namespaced", "scope: Namespaced\n  bogus: 1"))), "every CRD validates"),
+    ("CRD without the status subresource", both(write("crds/trainingjobs.inframind.io.yaml", CRD.replace("      subresources:\n        status: {}\n", "")), write("charts/inframind/crds/trainingjobs.inframind.io.yaml", CRD.replace("      subresources:\n        status: {}\n", ""))), "TrainingJob CRD matches"),
+    ("Dockerfile runs as root", edit("deploy/Dockerfile", "USER 65532:65532", "USER root"), "deploy/Dockerfile"),
+]
+
+
+def run_check(root: Path) -> tuple[int, str]:
+    res = subprocess.run([sys.executable, str(root / "tests/chart/check.py")], capture_output=True, text=True, cwd=root)
+    return res.returncode, res.stdout + res.stderr
+
+
+def main() -> int:
+    bad = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        pristine = Path(tmp) / "pristine"
+        for part in ("charts", "deploy", "crds", "tests/chart"):
+            src = ROOT / part
+            if src.exists():
+                shutil.copytree(src, pristine / part, ignore=shutil.ignore_patterns("__pycache__"))
+        (pristine / "crds").mkdir(exist_ok=True)
+        code, out = run_check(pristine)
+        if code != 0:
+            print(out)
+            print("self-test: the unmodified tree does not pass; fix that first")
+            return 1
+        for i, (what, apply, expect) in enumerate(MUTATIONS):
+            root = Path(tmp) / f"m{i}"
+            shutil.copytree(pristine, root)
+            try:
+                apply(root)
+            except AssertionError as e:
+                print(f"BROKEN  {what}: {e}")
+                bad += 1
+                continue
+            code, out = run_check(root)
+            failed = [ln for ln in out.splitlines() if ln.startswith("FAIL ")]
+            caught = code != 0 and any(expect in ln for ln in failed)
+            print(f"{'caught' if caught else 'MISSED'}  {what}" + ("" if caught else f"  (exit {code}; failures: {failed})"))
+            bad += not caught
+            shutil.rmtree(root)
+    print(f"self-test: {len(MUTATIONS) - bad} passed, {bad} failed")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
