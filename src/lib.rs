@@ -3,6 +3,7 @@
 //! Pure logic (features, forest, optimizer, patch building) lives in modules that do no I/O;
 //! the store, registry, Kubernetes and HTTP edges translate between the world and those values.
 
+pub mod admission;
 pub mod cli;
 pub mod controller;
 pub mod error;

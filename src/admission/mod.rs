@@ -1,0 +1,349 @@
+//! Admission: an AdmissionReview for a pod in, the response (with its JSON patch) out. Pure.
+//!
+//! The contract follows the VPA admission controller: only Pod CREATE is acted on; the
+//! response always allows; the patch only adds or replaces; annotations record what changed and
+//! why; anything doubtful admits the pod unchanged with a warning (fail open).
+
+pub mod patch;
+pub mod quantity;
+pub mod recognise;
+
+use std::sync::Arc;
+
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::model::Model;
+use crate::optimizer::{exploration, Decision, Optimizer};
+use crate::stats::PipelineStats;
+use patch::{annotation_ops, original, resource_ops};
+use quantity::{format_cpu, format_mem};
+
+/// Pod annotation that opts a pod out.
+pub const SKIP_ANNOTATION: &str = "inframind.io/skip";
+/// Pod annotation that asks for a dry run (annotate only).
+pub const DRY_RUN_ANNOTATION: &str = "inframind.io/dry-run";
+/// Annotation recording what InfraMind did (`applied`, `dry-run`, `unchanged`); its presence
+/// makes re-invocation a no-op.
+pub const DECISION_ANNOTATION: &str = "inframind.io/decision";
+
+/// The concurrency variables set by default.
+pub const DEFAULT_CONCURRENCY_ENV: &[&str] = &[
+    "MAKEFLAGS",
+    "CMAKE_BUILD_PARALLEL_LEVEL",
+    "CARGO_BUILD_JOBS",
+    "INFRAMIND_CONCURRENCY",
+];
+
+/// `kind` of a request's object.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct GroupVersionKind {
+    /// API group ("" for core).
+    #[serde(default)]
+    pub group: String,
+    /// Version.
+    #[serde(default)]
+    pub version: String,
+    /// Kind.
+    #[serde(default)]
+    pub kind: String,
+}
+
+/// The part of an AdmissionRequest InfraMind reads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmissionRequest {
+    /// Echoed in the response.
+    pub uid: String,
+    /// Kind of the object.
+    #[serde(default)]
+    pub kind: GroupVersionKind,
+    /// CREATE, UPDATE, DELETE or CONNECT.
+    #[serde(default)]
+    pub operation: String,
+    /// Namespace of the object.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// The object being admitted.
+    #[serde(default)]
+    pub object: Option<Value>,
+}
+
+/// An incoming AdmissionReview.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmissionReview {
+    /// Echoed in the response (admission.k8s.io/v1).
+    pub api_version: String,
+    /// Echoed in the response (AdmissionReview).
+    pub kind: String,
+    /// The request.
+    pub request: AdmissionRequest,
+}
+
+/// The response body of an AdmissionReview, serialised as the API documents (base64 patch).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmissionResponse {
+    /// The request's uid.
+    pub uid: String,
+    /// Always true: InfraMind never denies.
+    pub allowed: bool,
+    /// `JSONPatch` when a patch is present.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch_type: Option<String>,
+    /// Base64 of the JSON patch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch: Option<String>,
+    /// Warnings shown to the client (kubectl prints them).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub warnings: Vec<String>,
+}
+
+/// The response envelope.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmissionReviewResponse {
+    /// The request's apiVersion.
+    pub api_version: String,
+    /// The request's kind.
+    pub kind: String,
+    /// The response.
+    pub response: AdmissionResponse,
+}
+
+/// What happened to one admission (a metrics label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Resources and concurrency changed.
+    Mutated,
+    /// Annotated with what would have changed.
+    DryRun,
+    /// Cold start on a pipeline with no history: annotated, left as requested.
+    ColdStart,
+    /// Opted out, already handled, or nothing to act on.
+    Unchanged,
+    /// Not a Pod, or not a CREATE.
+    Ignored,
+    /// Something was wrong: admitted unchanged with a warning.
+    Error,
+}
+
+impl Outcome {
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Mutated => "mutated",
+            Outcome::DryRun => "dry_run",
+            Outcome::ColdStart => "cold_start",
+            Outcome::Unchanged => "unchanged",
+            Outcome::Ignored => "ignored",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+/// How the webhook behaves.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Annotate only, for every pod.
+    pub dry_run: bool,
+    /// Environment variables that carry the build concurrency.
+    pub concurrency_env: Vec<String>,
+    /// Apply the default baseline to pipelines with no history (otherwise they are only annotated).
+    pub cold_start_apply_defaults: bool,
+    /// The optimizer.
+    pub optimizer: Optimizer,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            dry_run: false,
+            concurrency_env: DEFAULT_CONCURRENCY_ENV
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            cold_start_apply_defaults: false,
+            optimizer: Optimizer::default(),
+        }
+    }
+}
+
+/// The result of one admission.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    /// The response to send.
+    pub response: AdmissionResponse,
+    /// What happened.
+    pub outcome: Outcome,
+    /// The decision, when one was made.
+    pub decision: Option<Decision>,
+}
+
+fn unchanged(uid: &str, outcome: Outcome, warning: Option<String>) -> Admission {
+    Admission {
+        response: AdmissionResponse {
+            uid: uid.to_string(),
+            allowed: true,
+            patch_type: None,
+            patch: None,
+            warnings: warning.into_iter().collect(),
+        },
+        outcome,
+        decision: None,
+    }
+}
+
+/// The annotations that explain a decision.
+pub fn decision_annotations(
+    d: &Decision,
+    what: &str,
+    pipeline: &str,
+    container: &str,
+    original: &patch::Original,
+) -> Vec<(String, String)> {
+    let a = |k: &str, v: String| (format!("inframind.io/{k}"), v);
+    vec![
+        a("decision", what.to_string()),
+        a("pipeline", pipeline.to_string()),
+        a("container", container.to_string()),
+        a(
+            "recommendation",
+            format!(
+                "cpu={} memory={} concurrency={}",
+                format_cpu(d.config.cpu),
+                format_mem(d.config.mem_gb),
+                d.config.concurrency
+            ),
+        ),
+        a(
+            "model-version",
+            d.model_version.clone().unwrap_or_else(|| "none".into()),
+        ),
+        a(
+            "predicted-duration-seconds",
+            d.predicted_duration_s
+                .map_or_else(String::new, |p| format!("{p:.0}")),
+        ),
+        a("confidence", format!("{:.2}", d.confidence)),
+        a("explored", d.explored.to_string()),
+        a("rationale", d.rationale.clone()),
+        a(
+            "original",
+            serde_json::to_string(original).unwrap_or_default(),
+        ),
+    ]
+}
+
+fn encode(ops: &[json_patch::PatchOperation]) -> Option<String> {
+    serde_json::to_vec(ops)
+        .ok()
+        .map(|b| base64::engine::general_purpose::STANDARD.encode(b))
+}
+
+/// Decides what to do with one AdmissionRequest. Never fails: every path allows the pod.
+pub fn admit(
+    req: &AdmissionRequest,
+    settings: &Settings,
+    model: Option<&Model>,
+    stats: &dyn Fn(&str) -> Option<Arc<PipelineStats>>,
+    now: DateTime<Utc>,
+) -> Admission {
+    let uid = req.uid.as_str();
+    if req.kind.kind != "Pod" || !req.kind.group.is_empty() || req.operation != "CREATE" {
+        return unchanged(uid, Outcome::Ignored, None);
+    }
+    let Some(pod) = req.object.as_ref().filter(|o| o.is_object()) else {
+        return unchanged(
+            uid,
+            Outcome::Error,
+            Some("inframind: admitted unchanged: the request carries no pod object".into()),
+        );
+    };
+    let meta = recognise::PodMeta::new(pod);
+    if meta.flag(SKIP_ANNOTATION) || meta.annotation(DECISION_ANNOTATION).is_some() {
+        return unchanged(uid, Outcome::Unchanged, None);
+    }
+    let Some(i) = recognise::build_container(pod) else {
+        return unchanged(uid, Outcome::Unchanged, Some("inframind: admitted unchanged: no build container (all are known sidecars, or the named one is missing)".into()));
+    };
+    let Some(ctx) = recognise::context(pod, i) else {
+        return unchanged(uid, Outcome::Unchanged, Some("inframind: admitted unchanged: no pipeline could be recognised (set label inframind.io/pipeline)".into()));
+    };
+    let container = pod
+        .pointer(&format!("/spec/containers/{i}/name"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let stats = stats(&ctx.pipeline);
+    let decision = settings.optimizer.decide(
+        &ctx,
+        stats.as_deref(),
+        model,
+        now,
+        exploration::seed_from(uid),
+    );
+    let before = original(pod, i, &settings.concurrency_env);
+
+    let no_history = stats.is_none() && decision.cold_start && !settings.cold_start_apply_defaults;
+    let dry_run = settings.dry_run || meta.flag(DRY_RUN_ANNOTATION);
+    let (what, outcome) = match (no_history, dry_run) {
+        (true, _) => ("unchanged", Outcome::ColdStart),
+        (false, true) => ("dry-run", Outcome::DryRun),
+        (false, false) => ("applied", Outcome::Mutated),
+    };
+    let mut ops = Vec::new();
+    if outcome == Outcome::Mutated {
+        match resource_ops(pod, i, &decision.config, &settings.concurrency_env) {
+            Ok(r) => ops.extend(r),
+            Err(reason) => {
+                return Admission {
+                    decision: Some(decision),
+                    ..unchanged(
+                        uid,
+                        Outcome::Error,
+                        Some(format!("inframind: admitted unchanged: {reason}")),
+                    )
+                };
+            }
+        }
+    }
+    let mut notes = decision_annotations(&decision, what, &ctx.pipeline, &container, &before);
+    if no_history {
+        notes.push((
+            "inframind.io/reason".into(),
+            "no history for this pipeline yet: left as requested".into(),
+        ));
+    }
+    ops.extend(annotation_ops(pod, &notes));
+    Admission {
+        response: AdmissionResponse {
+            uid: uid.to_string(),
+            allowed: true,
+            patch_type: Some("JSONPatch".into()),
+            patch: encode(&ops),
+            warnings: Vec::new(),
+        },
+        outcome,
+        decision: Some(decision),
+    }
+}
+
+/// Wraps a response in the envelope the request came in.
+pub fn envelope(
+    review_api_version: &str,
+    review_kind: &str,
+    response: AdmissionResponse,
+) -> AdmissionReviewResponse {
+    AdmissionReviewResponse {
+        api_version: review_api_version.to_string(),
+        kind: review_kind.to_string(),
+        response,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,193 @@
+//! Admission decisions on realistic pods, asserted on the patched pod.
+
+use base64::Engine;
+use serde_json::{json, Value};
+
+use super::*;
+use crate::stats::PipelineStats;
+use crate::BuildConfig;
+
+fn request(operation: &str, kind: &str, pod: Value) -> AdmissionRequest {
+    serde_json::from_value(json!({"uid": "u-1", "kind": {"group": "", "version": "v1", "kind": kind}, "operation": operation, "object": pod})).unwrap()
+}
+
+fn build_pod(annotations: Value) -> Value {
+    json!({"metadata": {"generateName": "runner-", "labels": {"inframind.io/pipeline": "acme/api"}, "annotations": annotations},
+           "spec": {"containers": [{"name": "build", "image": "rust:1.82", "resources": {"requests": {"cpu": "2", "memory": "4Gi"}}}]}})
+}
+
+fn history() -> Arc<PipelineStats> {
+    Arc::new(PipelineStats {
+        pipeline: "acme/api".into(),
+        runs: 5,
+        successes: 5,
+        last_success: Some(BuildConfig {
+            cpu: 3.0,
+            mem_gb: 6.0,
+            concurrency: 3,
+        }),
+        rss_p95_gb: Some(2.0),
+        ..Default::default()
+    })
+}
+
+fn patched(pod: &Value, a: &Admission) -> Value {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(a.response.patch.as_ref().expect("a patch"))
+        .unwrap();
+    let ops: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
+    let mut p = pod.clone();
+    json_patch::patch(&mut p, &ops).unwrap();
+    p
+}
+
+fn run(
+    req: &AdmissionRequest,
+    settings: &Settings,
+    stats: Option<Arc<PipelineStats>>,
+) -> Admission {
+    admit(
+        req,
+        settings,
+        None,
+        &move |_| stats.clone(),
+        chrono::Utc::now(),
+    )
+}
+
+#[test]
+fn non_pods_updates_and_opt_outs_are_left_alone() {
+    let s = Settings::default();
+    for (op, kind) in [
+        ("UPDATE", "Pod"),
+        ("CREATE", "Deployment"),
+        ("DELETE", "Pod"),
+    ] {
+        let a = run(
+            &request(op, kind, build_pod(json!({}))),
+            &s,
+            Some(history()),
+        );
+        assert_eq!(
+            (a.outcome, a.response.patch.is_none(), a.response.allowed),
+            (Outcome::Ignored, true, true)
+        );
+    }
+    for notes in [
+        json!({"inframind.io/skip": "true"}),
+        json!({"inframind.io/decision": "applied"}),
+    ] {
+        let a = run(
+            &request("CREATE", "Pod", build_pod(notes)),
+            &s,
+            Some(history()),
+        );
+        assert_eq!(a.outcome, Outcome::Unchanged);
+        assert!(a.response.patch.is_none());
+    }
+}
+
+#[test]
+fn a_pipeline_with_history_is_right_sized_without_a_model() {
+    let pod = build_pod(json!({"team": "x"}));
+    let a = run(
+        &request("CREATE", "Pod", pod.clone()),
+        &Settings::default(),
+        Some(history()),
+    );
+    assert_eq!(a.outcome, Outcome::Mutated);
+    let out = patched(&pod, &a);
+    let c = &out["spec"]["containers"][0];
+    // Baseline (last success 3 cpu, 6 GB, -j3), memory at least 1.2 × p95 RSS.
+    assert_eq!(
+        c["resources"]["requests"],
+        json!({"cpu": "3", "memory": "6Gi"})
+    );
+    assert_eq!(c["env"][0], json!({"name": "MAKEFLAGS", "value": "-j3"}));
+    let notes = &out["metadata"]["annotations"];
+    assert_eq!(notes["team"], "x");
+    assert_eq!(notes["inframind.io/decision"], "applied");
+    assert_eq!(notes["inframind.io/model-version"], "none");
+    assert_eq!(
+        serde_json::from_str::<Value>(notes["inframind.io/original"].as_str().unwrap()).unwrap(),
+        json!({"requests": {"cpu": "2", "memory": "4Gi"}})
+    );
+    assert!(notes["inframind.io/rationale"]
+        .as_str()
+        .unwrap()
+        .contains("cold start"));
+    // Re-invocation on the mutated pod changes nothing.
+    let again = run(
+        &request("CREATE", "Pod", out),
+        &Settings::default(),
+        Some(history()),
+    );
+    assert!(again.response.patch.is_none());
+}
+
+#[test]
+fn dry_run_and_cold_start_only_annotate() {
+    let pod = build_pod(json!({"inframind.io/dry-run": "true"}));
+    let a = run(
+        &request("CREATE", "Pod", pod.clone()),
+        &Settings::default(),
+        Some(history()),
+    );
+    assert_eq!(a.outcome, Outcome::DryRun);
+    let out = patched(&pod, &a);
+    assert_eq!(out["spec"], pod["spec"], "dry run leaves the spec alone");
+    assert_eq!(
+        out["metadata"]["annotations"]["inframind.io/recommendation"],
+        "cpu=3 memory=6Gi concurrency=3"
+    );
+
+    let pod = build_pod(json!({}));
+    let a = run(
+        &request("CREATE", "Pod", pod.clone()),
+        &Settings::default(),
+        None,
+    );
+    assert_eq!(a.outcome, Outcome::ColdStart);
+    let out = patched(&pod, &a);
+    assert_eq!(out["spec"], pod["spec"]);
+    assert_eq!(
+        out["metadata"]["annotations"]["inframind.io/decision"],
+        "unchanged"
+    );
+    let apply = Settings {
+        cold_start_apply_defaults: true,
+        ..Settings::default()
+    };
+    let a = run(&request("CREATE", "Pod", pod.clone()), &apply, None);
+    assert_eq!(
+        patched(&pod, &a)["spec"]["containers"][0]["resources"]["requests"],
+        json!({"cpu": "4", "memory": "8Gi"})
+    );
+}
+
+#[test]
+fn doubtful_pods_are_admitted_unchanged_with_a_warning() {
+    let mut pod = build_pod(json!({}));
+    pod["spec"]["containers"][0]["resources"]["limits"] = json!({"memory": "a lot"});
+    let a = run(
+        &request("CREATE", "Pod", pod),
+        &Settings::default(),
+        Some(history()),
+    );
+    assert_eq!(a.outcome, Outcome::Error);
+    assert!(a.response.patch.is_none());
+    assert!(a.response.warnings[0].contains("unreadable memory"));
+    let nameless = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c"}]}});
+    let a = run(
+        &request("CREATE", "Pod", nameless),
+        &Settings::default(),
+        Some(history()),
+    );
+    assert!(a.response.warnings[0].contains("no pipeline"));
+    let mut no_obj = request("CREATE", "Pod", Value::Null);
+    no_obj.object = None;
+    assert_eq!(
+        run(&no_obj, &Settings::default(), None).outcome,
+        Outcome::Error
+    );
+}
