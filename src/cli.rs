@@ -96,6 +96,8 @@ pub enum Command {
     Controller(crate::controller::ControllerArgs),
     /// Print the TrainingJob CustomResourceDefinition as YAML.
     Crd,
+    /// Serve the mutating admission webhook over HTTPS.
+    Webhook(Box<crate::webhook::WebhookArgs>),
 }
 
 /// Optimizer settings (shared by `recommend` and the webhook).
@@ -435,6 +437,7 @@ pub async fn run(global: &Global, command: Command) -> anyhow::Result<()> {
         Command::Quickstart(a) => quickstart(global, a).await,
         Command::Recommend(a) => recommend(global, a).await,
         Command::Controller(a) => crate::controller::run(global, a).await,
+        Command::Webhook(a) => crate::webhook::run(global, *a).await,
         Command::Crd => {
             print!("{}", crate::controller::crd_yaml()?);
             Ok(())

@@ -5,6 +5,7 @@
 
 pub mod admission;
 pub mod cli;
+pub mod client;
 pub mod controller;
 pub mod error;
 pub mod evaluation;
@@ -17,6 +18,7 @@ pub mod simulate;
 pub mod stats;
 pub mod telemetry;
 pub mod training;
+pub mod webhook;
 
 pub use error::{Error, Result};
 

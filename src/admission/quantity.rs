@@ -61,7 +61,7 @@ pub fn parse_mem_gb(q: &str) -> Option<f64> {
 /// Cores as a quantity, rounded up to millicores: `2`, `2500m`.
 pub fn format_cpu(cores: f64) -> String {
     let milli = (cores * 1000.0 - 1e-6).ceil().max(1.0) as u64;
-    if milli % 1000 == 0 {
+    if milli.is_multiple_of(1000) {
         format!("{}", milli / 1000)
     } else {
         format!("{milli}m")
@@ -71,7 +71,7 @@ pub fn format_cpu(cores: f64) -> String {
 /// GB (GiB) as a quantity, rounded up to MiB: `8Gi`, `8704Mi`.
 pub fn format_mem(gb: f64) -> String {
     let mib = (gb * 1024.0 - 1e-6).ceil().max(1.0) as u64;
-    if mib % 1024 == 0 {
+    if mib.is_multiple_of(1024) {
         format!("{}Gi", mib / 1024)
     } else {
         format!("{mib}Mi")

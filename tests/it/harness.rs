@@ -103,3 +103,123 @@ pub async fn redis_conn() -> redis::aio::MultiplexedConnection {
             panic!("Redis is unreachable at {url}: {e}. Start it (see README) or set REDIS_URL.")
         })
 }
+
+/// A webhook server running in this process over real HTTPS.
+#[allow(dead_code)]
+pub struct TestWebhook {
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+    /// Its state (live model, stats cache, metrics).
+    pub state: std::sync::Arc<inframind::webhook::AppState>,
+    /// A client TLS config trusting its CA.
+    pub tls: std::sync::Arc<rustls::ClientConfig>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestWebhook {
+    fn drop(&mut self) {
+        self.handle.abort();
+    }
+}
+
+#[allow(dead_code)]
+impl TestWebhook {
+    /// Starts a webhook with `settings`, serving `live` and `stats`, on a free port.
+    pub async fn start(
+        settings: inframind::admission::Settings,
+        live: std::sync::Arc<inframind::registry::LiveModel>,
+        stats: std::sync::Arc<inframind::webhook::stats_cache::StatsCache>,
+    ) -> TestWebhook {
+        use inframind::webhook::{server, tls};
+        let generated =
+            tls::self_signed(&["localhost".to_string()]).expect("self-signed certificate");
+        let certs = tls::CertStore::new(&generated.serving).expect("certificate store");
+        let state = std::sync::Arc::new(inframind::webhook::AppState {
+            settings,
+            live,
+            stats,
+            metrics: inframind::webhook::metrics::Metrics::new(),
+            ready: std::sync::atomic::AtomicBool::new(true),
+            budget: std::time::Duration::from_millis(500),
+            max_body: 256 * 1024,
+            certs,
+        });
+        let (addr, handle) = server::spawn("127.0.0.1:0".parse().unwrap(), state.clone())
+            .await
+            .expect("webhook listening");
+        let tls = inframind::client::tls_config(&generated.ca_cert).unwrap();
+        TestWebhook {
+            addr,
+            state,
+            tls,
+            handle,
+        }
+    }
+
+    /// A fresh keep-alive connection.
+    pub async fn connect(&self) -> inframind::client::Connection {
+        inframind::client::Connection::tls(self.addr, "localhost", self.tls.clone())
+            .await
+            .expect("connecting over TLS")
+    }
+
+    /// Posts an AdmissionReview and returns (status, parsed JSON body).
+    pub async fn review(&self, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        let (status, bytes) = self
+            .connect()
+            .await
+            .send("POST", "/mutate", &[], serde_json::to_vec(body).unwrap())
+            .await
+            .expect("request");
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        )
+    }
+}
+
+/// An AdmissionReview v1 around `object`.
+#[allow(dead_code)]
+pub fn admission_review(
+    uid: &str,
+    operation: &str,
+    kind: (&str, &str, &str),
+    object: serde_json::Value,
+) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": kind.0, "version": kind.1, "kind": kind.2},
+            "resource": {"group": kind.0, "version": kind.1, "resource": format!("{}s", kind.2.to_lowercase())},
+            "requestKind": {"group": kind.0, "version": kind.1, "kind": kind.2},
+            "namespace": "ci",
+            "operation": operation,
+            "userInfo": {"username": "system:serviceaccount:ci:runner", "groups": ["system:serviceaccounts"]},
+            "object": object,
+            "oldObject": null,
+            "dryRun": false,
+            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}
+        }
+    })
+}
+
+/// Applies the base64 JSON patch of an admission response to `object`.
+#[allow(dead_code)]
+pub fn apply_response(
+    object: &serde_json::Value,
+    response: &serde_json::Value,
+) -> serde_json::Value {
+    use base64::Engine;
+    let mut out = object.clone();
+    if let Some(p) = response["response"]["patch"].as_str() {
+        assert_eq!(response["response"]["patchType"], "JSONPatch");
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(p)
+            .expect("base64 patch");
+        let patch: json_patch::Patch = serde_json::from_slice(&bytes).expect("a JSON patch");
+        json_patch::patch(&mut out, &patch).expect("the patch applies to the submitted object");
+    }
+    out
+}

@@ -9,3 +9,4 @@ mod cli;
 mod controller;
 mod registry;
 mod store;
+mod webhook;

@@ -1,0 +1,144 @@
+//! Prometheus metrics of the webhook (text exposition on `/metrics`).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::admission::Outcome;
+use crate::registry::LiveModel;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabel {
+    version: String,
+}
+
+/// The webhook's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    admissions: Family<OutcomeLabel, Counter>,
+    duration: Histogram,
+    explored: Counter,
+    model_info: Family<VersionLabel, Gauge>,
+    swaps: Gauge,
+    refusals: Gauge,
+    cert_reloads: Gauge,
+    bad_requests: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let admissions = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "inframind_admissions",
+            "Pod admissions by outcome (mutated, dry_run, cold_start, unchanged, ignored, error)",
+            admissions.clone(),
+        );
+        // 50 µs .. ~0.8 s.
+        let duration = Histogram::new(exponential_buckets(0.00005, 2.0, 15));
+        registry.register(
+            "inframind_admission_duration_seconds",
+            "Time to answer an admission, server side",
+            duration.clone(),
+        );
+        let explored = Counter::default();
+        registry.register(
+            "inframind_decisions_explored",
+            "Decisions that explored a random config",
+            explored.clone(),
+        );
+        let model_info = Family::<VersionLabel, Gauge>::default();
+        registry.register(
+            "inframind_model_info",
+            "The model version being served (value 1); 'none' on the cold-start path",
+            model_info.clone(),
+        );
+        let swaps = Gauge::default();
+        registry.register(
+            "inframind_model_swaps",
+            "Models loaded since start-up",
+            swaps.clone(),
+        );
+        let refusals = Gauge::default();
+        registry.register(
+            "inframind_model_refusals",
+            "Model artifacts refused (checksum or format) since start-up",
+            refusals.clone(),
+        );
+        let cert_reloads = Gauge::default();
+        registry.register(
+            "inframind_tls_certificate_reloads",
+            "Serving certificates reloaded since start-up",
+            cert_reloads.clone(),
+        );
+        let bad_requests = Counter::default();
+        registry.register(
+            "inframind_bad_requests",
+            "Requests refused before admission (malformed, oversized)",
+            bad_requests.clone(),
+        );
+        Metrics {
+            registry,
+            admissions,
+            duration,
+            explored,
+            model_info,
+            swaps,
+            refusals,
+            cert_reloads,
+            bad_requests,
+        }
+    }
+
+    /// Records one admission.
+    pub fn observe(&self, outcome: Outcome, seconds: f64, explored: bool) {
+        self.admissions
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.as_str(),
+            })
+            .inc();
+        self.duration.observe(seconds);
+        if explored {
+            self.explored.inc();
+        }
+    }
+
+    /// Records a refused request.
+    pub fn bad_request(&self) {
+        self.bad_requests.inc();
+    }
+
+    /// The exposition text, with the model and certificate state read now.
+    pub fn render(&self, live: &LiveModel, cert_reloads: u64) -> String {
+        self.model_info.clear();
+        self.model_info
+            .get_or_create(&VersionLabel {
+                version: live.version().unwrap_or_else(|| "none".into()),
+            })
+            .set(1);
+        self.swaps.set(live.swaps() as i64);
+        self.refusals.set(live.refusals() as i64);
+        self.cert_reloads.set(cert_reloads as i64);
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -1,0 +1,192 @@
+//! The mutating admission webhook server: `inframind webhook`.
+//!
+//! Everything a request reads is in memory: the live model (swapped by the registry watcher) and
+//! the per-pipeline stats (refreshed in the background). See `server.rs` for the HTTP contract.
+
+pub mod ca;
+pub mod metrics;
+pub mod server;
+pub mod stats_cache;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+use crate::admission::{Settings, DEFAULT_CONCURRENCY_ENV};
+use crate::cli::{Global, OptimizerArgs};
+use crate::model::ModelDir;
+use crate::optimizer::Optimizer;
+use crate::registry::{live, LiveModel, WatchConfig};
+pub use server::AppState;
+use stats_cache::StatsCache;
+use tls::CertStore;
+
+/// `inframind webhook` arguments.
+#[derive(Debug, clap::Args)]
+pub struct WebhookArgs {
+    /// Address to serve HTTPS on.
+    #[arg(long, env = "INFRAMIND_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// Serving certificate chain (PEM); reloaded when the file changes.
+    #[arg(
+        long,
+        env = "INFRAMIND_TLS_CERT",
+        required_unless_present = "self_signed"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// Serving key (PEM, PKCS#1, PKCS#8 or SEC1).
+    #[arg(
+        long,
+        env = "INFRAMIND_TLS_KEY",
+        required_unless_present = "self_signed"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Generate a CA and serving certificate at start-up instead of reading files.
+    #[arg(long, env = "INFRAMIND_SELF_SIGNED", conflicts_with_all = ["tls_cert", "tls_key"])]
+    pub self_signed: bool,
+    /// DNS name of the webhook Service (`svc.namespace.svc`), for the self-signed certificate.
+    #[arg(
+        long,
+        env = "INFRAMIND_SERVICE_DNS_NAME",
+        default_value = "inframind-webhook.inframind.svc"
+    )]
+    pub service_dns_name: String,
+    /// Write the self-signed CA bundle (PEM) to this file.
+    #[arg(long, env = "INFRAMIND_CA_BUNDLE_OUT")]
+    pub ca_bundle_out: Option<PathBuf>,
+    /// Merge the self-signed CA into this MutatingWebhookConfiguration's caBundle.
+    #[arg(long, env = "INFRAMIND_WEBHOOK_CONFIG_NAME")]
+    pub webhook_config_name: Option<String>,
+    /// Only annotate pods with what would change.
+    #[arg(long, env = "INFRAMIND_DRY_RUN", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub dry_run: bool,
+    /// Environment variables that carry the build concurrency (comma-separated).
+    #[arg(long, env = "INFRAMIND_CONCURRENCY_ENV", value_delimiter = ',', default_values_t = DEFAULT_CONCURRENCY_ENV.iter().map(|s| s.to_string()).collect::<Vec<_>>())]
+    pub concurrency_env: Vec<String>,
+    /// Apply the default baseline to pipelines with no history (otherwise they are only annotated).
+    #[arg(long, env = "INFRAMIND_COLD_START_APPLY_DEFAULTS")]
+    pub cold_start_apply_defaults: bool,
+    /// Seconds between refreshes of the per-pipeline stats.
+    #[arg(long, env = "INFRAMIND_STATS_REFRESH_SECONDS", default_value_t = 30)]
+    pub stats_refresh_seconds: u64,
+    /// Seconds between polls of the registry (change events arrive at once anyway).
+    #[arg(long, env = "INFRAMIND_MODEL_POLL_SECONDS", default_value_t = 5)]
+    pub model_poll_seconds: u64,
+    /// Longest a decision may take, milliseconds, before the pod is admitted unchanged.
+    #[arg(long, env = "INFRAMIND_DECISION_BUDGET_MS", default_value_t = 250)]
+    pub decision_budget_ms: u64,
+    /// Largest accepted request body, bytes.
+    #[arg(long, env = "INFRAMIND_MAX_BODY_BYTES", default_value_t = server::DEFAULT_MAX_BODY)]
+    pub max_body_bytes: u64,
+    /// Optimizer settings.
+    #[command(flatten)]
+    pub optimizer: OptimizerArgs,
+}
+
+/// The certificate store for the arguments: files (watched) or self-signed (published).
+async fn certificates(args: &WebhookArgs) -> anyhow::Result<Arc<CertStore>> {
+    if args.self_signed {
+        let names = tls::service_names(&args.service_dns_name);
+        let generated = tls::self_signed(&names)?;
+        if let Some(path) = &args.ca_bundle_out {
+            std::fs::write(path, &generated.ca_cert)
+                .with_context(|| format!("writing the CA bundle to {}", path.display()))?;
+        }
+        if let Some(name) = &args.webhook_config_name {
+            let client = kube::Client::try_default()
+                .await
+                .context("connecting to the Kubernetes API to publish the CA")?;
+            ca::publish_ca(client, name, &generated.ca_cert).await?;
+        }
+        return Ok(CertStore::new(&generated.serving)?);
+    }
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        bail!("--tls-cert and --tls-key are required unless --self-signed is given");
+    };
+    let store = CertStore::from_files(cert, key)?;
+    tls::watch_files(
+        store.clone(),
+        cert.clone(),
+        key.clone(),
+        Duration::from_secs(2),
+    );
+    Ok(store)
+}
+
+/// Builds the admission settings from the arguments.
+pub fn settings(args: &WebhookArgs) -> anyhow::Result<Settings> {
+    Ok(Settings {
+        dry_run: args.dry_run,
+        concurrency_env: args
+            .concurrency_env
+            .iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect(),
+        cold_start_apply_defaults: args.cold_start_apply_defaults,
+        optimizer: Optimizer::new(args.optimizer.config()?),
+    })
+}
+
+/// Runs the webhook until SIGTERM or Ctrl-C.
+pub async fn run(global: &Global, args: WebhookArgs) -> anyhow::Result<()> {
+    let certs = certificates(&args).await?;
+    let live = Arc::new(LiveModel::new());
+    let state = Arc::new(AppState {
+        settings: settings(&args)?,
+        live: live.clone(),
+        stats: Arc::new(StatsCache::new()),
+        metrics: metrics::Metrics::new(),
+        ready: AtomicBool::new(false),
+        budget: Duration::from_millis(args.decision_budget_ms.max(1)),
+        max_body: args.max_body_bytes,
+        certs,
+    });
+    // Serve probes at once; readiness follows the model.
+    let (addr, server) = server::spawn(args.listen, state.clone()).await?;
+    tracing::info!(%addr, "webhook serving HTTPS");
+    let watch = WatchConfig {
+        dir: ModelDir::new(&global.models_dir),
+        redis_url: global.redis_url.clone(),
+        prefix: global.redis_prefix.clone(),
+        poll: Duration::from_secs(args.model_poll_seconds.max(1)),
+    };
+    live::bootstrap(&live, &watch).await;
+    live::spawn(live.clone(), watch);
+    stats_cache::spawn_refresher(
+        state.stats.clone(),
+        global.database_url.clone(),
+        Duration::from_secs(args.stats_refresh_seconds.max(1)),
+    );
+    state.ready.store(true, Ordering::Release);
+    tracing::info!(model = ?live.version(), "webhook ready");
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    server.abort();
+    Ok(())
+}
+
+/// Resolves on SIGTERM (Kubernetes) or Ctrl-C.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,281 @@
+//! The HTTPS server: warp filters for routing, served through rustls and hyper.
+//!
+//! `POST /mutate` answers AdmissionReviews; `GET /healthz`, `/readyz` and `/metrics` serve
+//! probes and Prometheus. Bodies are capped (a declared size over the cap is refused before
+//! reading; a streamed body is cut off at the cap); malformed JSON gets 400 with the reason; the
+//! decision runs under a time budget and any failure admits the pod unchanged.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes};
+use futures::StreamExt;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use warp::http::StatusCode;
+use warp::{Filter, Reply};
+
+use super::metrics::Metrics;
+use super::stats_cache::StatsCache;
+use super::tls::CertStore;
+use crate::admission::{admit, envelope, AdmissionResponse, AdmissionReview, Outcome, Settings};
+use crate::registry::LiveModel;
+
+/// Default cap on an AdmissionReview body (a Pod is at most ~1.5 MiB in etcd).
+pub const DEFAULT_MAX_BODY: u64 = 3 * 1024 * 1024;
+
+/// Everything a request may read. Nothing here does I/O.
+#[derive(Debug)]
+pub struct AppState {
+    /// Webhook behaviour and the optimizer.
+    pub settings: Settings,
+    /// The model being served.
+    pub live: Arc<LiveModel>,
+    /// Per-pipeline stats.
+    pub stats: Arc<StatsCache>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Set once the model (or the cold-start path) is loaded.
+    pub ready: AtomicBool,
+    /// Longest a decision may take before the pod is admitted unchanged.
+    pub budget: Duration,
+    /// Largest accepted body.
+    pub max_body: u64,
+    /// The serving certificate.
+    pub certs: Arc<CertStore>,
+}
+
+fn json_error(status: StatusCode, reason: &str) -> warp::reply::Response {
+    warp::Reply::into_response(warp::reply::with_status(
+        warp::reply::json(&serde_json::json!({"error": reason})),
+        status,
+    ))
+}
+
+/// Reads the body up to `cap` bytes; `Err(413)` past it.
+async fn read_capped(
+    declared: Option<u64>,
+    mut body: impl futures::Stream<Item = Result<impl Buf, warp::Error>> + Unpin,
+    cap: u64,
+) -> Result<Bytes, warp::reply::Response> {
+    let too_big = || {
+        json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("body larger than {cap} bytes"),
+        )
+    };
+    if declared.is_some_and(|n| n > cap) {
+        return Err(too_big());
+    }
+    let mut out = Vec::with_capacity(declared.unwrap_or(16 * 1024).min(cap) as usize);
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk
+            .map_err(|e| json_error(StatusCode::BAD_REQUEST, &format!("reading the body: {e}")))?;
+        if out.len() as u64 + chunk.remaining() as u64 > cap {
+            return Err(too_big());
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            out.extend_from_slice(part);
+            let n = part.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(Bytes::from(out))
+}
+
+/// Answers one AdmissionReview body.
+pub async fn mutate(state: Arc<AppState>, body: Bytes) -> warp::reply::Response {
+    let started = Instant::now();
+    let review: AdmissionReview = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            state.metrics.bad_request();
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                &format!("not an AdmissionReview: {e}"),
+            );
+        }
+    };
+    let uid = review.request.uid.clone();
+    let st = state.clone();
+    let request = review.request;
+    // Off the async workers, under a deadline: a slow or panicking decision admits unchanged.
+    let job = tokio::task::spawn_blocking(move || {
+        let model = st.live.get();
+        let stats = &st.stats;
+        admit(
+            &request,
+            &st.settings,
+            model.as_deref(),
+            &|p| stats.get(p),
+            chrono::Utc::now(),
+        )
+    });
+    let (response, outcome, explored) = match tokio::time::timeout(state.budget, job).await {
+        Ok(Ok(a)) => {
+            let explored = a.decision.as_ref().is_some_and(|d| d.explored);
+            (a.response, a.outcome, explored)
+        }
+        Ok(Err(e)) => {
+            tracing::error!(uid = %uid, error = %e, "admission failed; admitting unchanged");
+            (fail_open(&uid, "internal error"), Outcome::Error, false)
+        }
+        Err(_) => {
+            tracing::warn!(uid = %uid, budget_ms = state.budget.as_millis() as u64, "decision over budget; admitting unchanged");
+            (
+                fail_open(&uid, "decision took longer than its time budget"),
+                Outcome::Error,
+                false,
+            )
+        }
+    };
+    state
+        .metrics
+        .observe(outcome, started.elapsed().as_secs_f64(), explored);
+    warp::reply::json(&envelope(&review.api_version, &review.kind, response)).into_response()
+}
+
+fn fail_open(uid: &str, why: &str) -> AdmissionResponse {
+    AdmissionResponse {
+        uid: uid.to_string(),
+        allowed: true,
+        patch_type: None,
+        patch: None,
+        warnings: vec![format!("inframind: admitted unchanged: {why}")],
+    }
+}
+
+/// The routes.
+pub fn routes(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone {
+    let with_state = {
+        let s = state.clone();
+        warp::any().map(move || s.clone())
+    };
+    // Path before method, so an unknown path is a 404 and a known one with the wrong method a 405.
+    let mutate = warp::path("mutate")
+        .and(warp::path::end())
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(warp::header::optional::<u64>("content-length"))
+        .and(warp::body::stream())
+        .then(
+            |state: Arc<AppState>, declared: Option<u64>, body| async move {
+                match read_capped(declared, Box::pin(body), state.max_body).await {
+                    Ok(bytes) => mutate(state, bytes).await,
+                    Err(resp) => {
+                        state.metrics.bad_request();
+                        resp
+                    }
+                }
+            },
+        );
+    let healthz = warp::path("healthz")
+        .and(warp::path::end())
+        .and(warp::get())
+        .map(|| warp::reply::with_status("ok", StatusCode::OK).into_response());
+    let readyz = warp::path("readyz")
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(with_state.clone())
+        .map(|s: Arc<AppState>| {
+            if s.ready.load(Ordering::Acquire) {
+                warp::reply::with_status("ready", StatusCode::OK).into_response()
+            } else {
+                warp::reply::with_status("loading", StatusCode::SERVICE_UNAVAILABLE).into_response()
+            }
+        });
+    let metrics = warp::path("metrics")
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(with_state)
+        .map(|s: Arc<AppState>| {
+            let text = s.metrics.render(&s.live, s.certs.reloads());
+            warp::reply::with_header(
+                text,
+                "content-type",
+                "text/plain; version=0.0.4; charset=utf-8",
+            )
+            .into_response()
+        });
+    mutate
+        .or(healthz)
+        .unify()
+        .or(readyz)
+        .unify()
+        .or(metrics)
+        .unify()
+        .recover(|rej: warp::Rejection| async move {
+            let (status, reason) = if rej.is_not_found() {
+                (StatusCode::NOT_FOUND, "no such endpoint".to_string())
+            } else if rej.find::<warp::reject::MethodNotAllowed>().is_some() {
+                (
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method not allowed".to_string(),
+                )
+            } else if let Some(e) = rej.find::<warp::reject::InvalidHeader>() {
+                (StatusCode::BAD_REQUEST, e.to_string())
+            } else {
+                (StatusCode::BAD_REQUEST, format!("{rej:?}"))
+            };
+            Ok::<_, std::convert::Infallible>(json_error(status, &reason))
+        })
+        .unify()
+}
+
+/// Serves `routes` over TLS on `listener` until the task is dropped.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    state: Arc<AppState>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let service = warp::service(routes(state));
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let service = service.clone();
+        tokio::spawn(async move {
+            let stream =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+                };
+            let conn = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            if let Err(e) = conn
+                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+                .await
+            {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Binds `addr` and serves in the background; returns the bound address.
+pub async fn spawn(
+    addr: SocketAddr,
+    state: Arc<AppState>,
+) -> crate::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(crate::Error::io(format!("binding {addr}")))?;
+    let bound = listener
+        .local_addr()
+        .map_err(crate::Error::io("reading the bound address"))?;
+    let tls = state.certs.server_config()?;
+    Ok((bound, tokio::spawn(serve(listener, tls, state))))
+}
