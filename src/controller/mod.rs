@@ -1,8 +1,40 @@
 //! The TrainingJob custom resource and its controller: retrain, gate, promote, report status.
 //!
-//! (Being written: the entry points below are what the command line calls.)
+//! - [`crd`]: the resource (`inframind.io/v1alpha1`, `TrainingJob`), its defaults and status.
+//! - [`plan`]: what a reconcile should do, from spec and status alone (idempotency lives here).
+//! - [`schedule`], [`gates`], [`triggers`], [`status`]: the pure pieces behind it.
+//! - [`run`]: one training run against the store and the registry (the edge).
+//! - [`reconciler`]: `reconcile` / `error_policy` (after kube-rs's controller-rs).
+//! - [`context`]: client, recorder, store, registry, metrics and memory shared by reconciles.
+//! - [`job`]: execution mode `job` (a batch/v1 Job running `inframind train --training-job`).
+//! - [`leader`], [`http`], [`metrics`]: leader election, health and metrics endpoints.
+
+pub mod context;
+pub mod crd;
+pub mod gates;
+pub mod http;
+pub mod job;
+pub mod leader;
+pub mod metrics;
+pub mod plan;
+pub mod reconciler;
+pub mod run;
+pub mod schedule;
+pub mod status;
+pub mod triggers;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+use kube::{Client, CustomResourceExt, ResourceExt};
 
 use crate::cli::Global;
+pub use context::{Context, Settings, FIELD_MANAGER};
+pub use crd::{Phase, TrainingJob, TrainingJobSpec, TrainingJobStatus};
+pub use reconciler::{error_policy, reconcile, Error};
 
 /// `inframind controller` arguments.
 #[derive(Debug, clap::Args)]
@@ -10,19 +42,207 @@ pub struct ControllerArgs {
     /// Address for /healthz, /readyz and /metrics (plain HTTP).
     #[arg(long, env = "INFRAMIND_HTTP_LISTEN", default_value = "0.0.0.0:8080")]
     pub http_listen: std::net::SocketAddr,
+    /// Name of the coordination.k8s.io Lease the replicas elect a leader with.
+    #[arg(
+        long,
+        env = "INFRAMIND_LEASE_NAME",
+        default_value = "inframind-controller"
+    )]
+    pub lease_name: String,
+    /// Namespace of the Lease and of training Jobs (the controller's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// This replica's identity in the election (its pod name; default: the host name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Seconds a leader's Lease lasts without renewal.
+    #[arg(long, env = "INFRAMIND_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    pub lease_duration_seconds: u64,
+    /// Image of training Jobs when the controller's own pod cannot be read.
+    #[arg(long, env = "INFRAMIND_JOB_IMAGE")]
+    pub job_image: Option<String>,
+    /// In-process trainings at once; more wait in phase Pending.
+    #[arg(long, env = "INFRAMIND_MAX_CONCURRENT_TRAININGS", default_value_t = 1)]
+    pub max_concurrent_trainings: usize,
 }
 
-/// Runs the controller until shutdown.
-pub async fn run(_global: &Global, _args: ControllerArgs) -> anyhow::Result<()> {
-    anyhow::bail!("the TrainingJob controller is not built yet")
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "inframind".into())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// The training Job template: the controller's own pod when it can be read, else `--job-image`.
+async fn job_template(client: &Client, args: &ControllerArgs) -> Option<job::JobTemplate> {
+    if let Some(pod_name) = &args.identity {
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &args.namespace);
+        match pods.get(pod_name).await {
+            Ok(pod) => {
+                if let Some(mut t) = job::JobTemplate::from_pod(&pod) {
+                    if let Some(image) = &args.job_image {
+                        t.image = Some(image.clone());
+                    }
+                    return Some(t);
+                }
+            }
+            Err(e) => tracing::warn!(
+                pod = %pod_name,
+                error = %e,
+                "cannot read the controller's own pod; training Jobs get only --job-image"
+            ),
+        }
+    }
+    args.job_image.as_ref().map(|image| job::JobTemplate {
+        namespace: args.namespace.clone(),
+        image: Some(image.clone()),
+        ..Default::default()
+    })
+}
+
+/// Runs the controller until shutdown: HTTP endpoints on every replica, the Controller on the
+/// leader only.
+pub async fn run(global: &Global, args: ControllerArgs) -> anyhow::Result<()> {
+    let metrics = Arc::new(metrics::Metrics::new());
+    let ready = Arc::new(AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind(args.http_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "listening on {} for /healthz, /readyz and /metrics",
+                args.http_listen
+            )
+        })?;
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let http = tokio::spawn(http::serve(
+        listener,
+        metrics.clone(),
+        ready.clone(),
+        async {
+            let _ = http_stopped.await;
+        },
+    ));
+    tracing::info!(listen = %args.http_listen, "serving /healthz, /readyz and /metrics");
+    let client = Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API (in a pod, or through KUBECONFIG)")?;
+    let identity = args.identity.clone().unwrap_or_else(hostname);
+    let mut settings = Settings::from_global(global, identity.clone());
+    settings.job_template = job_template(&client, &args).await;
+    settings.max_concurrent_trainings = args.max_concurrent_trainings.max(1);
+    let ctx = Arc::new(Context::new(client.clone(), settings, metrics));
+    ready.store(true, Ordering::Relaxed);
+    let result = leader::run_elected(
+        client,
+        leader::LeaseSettings {
+            name: args.lease_name.clone(),
+            namespace: args.namespace.clone(),
+            identity,
+            duration_s: args.lease_duration_seconds.max(5),
+            grace_s: (args.lease_duration_seconds / 3).clamp(1, 10),
+        },
+        ctx,
+        shutdown_signal(),
+    )
+    .await;
+    ready.store(false, Ordering::Relaxed);
+    let _ = stop_http.send(());
+    let _ = http.await;
+    result
 }
 
 /// The CRD as YAML (what `inframind crd` prints and `crds/` holds).
 pub fn crd_yaml() -> anyhow::Result<String> {
-    anyhow::bail!("the TrainingJob CRD is not built yet")
+    Ok(serde_yaml::to_string(&TrainingJob::crd())?)
 }
 
 /// Runs one TrainingJob to completion in this process (`inframind train --training-job NS/NAME`).
-pub async fn run_training_job(_global: &Global, _namespaced_name: &str) -> anyhow::Result<()> {
-    anyhow::bail!("running a TrainingJob is not built yet")
+pub async fn run_training_job(global: &Global, namespaced_name: &str) -> anyhow::Result<()> {
+    let client = Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API (in a pod, or through KUBECONFIG)")?;
+    let settings = Settings::from_global(global, hostname());
+    let ctx = Context::new(client, settings, Arc::new(metrics::Metrics::new()));
+    let status = run_training_job_with(&ctx, namespaced_name).await?;
+    match status.phase {
+        Some(Phase::Succeeded) => {
+            println!("{}", status.message.unwrap_or_default());
+            Ok(())
+        }
+        _ => bail!(
+            "TrainingJob {namespaced_name}: {}",
+            status.message.unwrap_or_else(|| "failed".into())
+        ),
+    }
+}
+
+/// [`run_training_job`] with a given context: reads the TrainingJob, trains, writes its status
+/// (keeping the Job reference the controller recorded) and returns the final status.
+pub async fn run_training_job_with(
+    ctx: &Context,
+    namespaced_name: &str,
+) -> anyhow::Result<TrainingJobStatus> {
+    let Some((ns, name)) = namespaced_name
+        .split_once('/')
+        .filter(|(n, m)| !n.is_empty() && !m.is_empty())
+    else {
+        bail!("--training-job takes NAMESPACE/NAME, got `{namespaced_name}`");
+    };
+    let api: Api<TrainingJob> = Api::namespaced(ctx.client.clone(), ns);
+    let tj = api
+        .get(name)
+        .await
+        .with_context(|| format!("reading TrainingJob {ns}/{name}"))?;
+    let prev = tj.status.clone().unwrap_or_default();
+    let busy = matches!(prev.phase, Some(Phase::Running | Phase::Pending));
+    let runner = match std::env::var(job::JOB_NAME_ENV) {
+        Ok(job_name) => format!(
+            "job/{}/{job_name}",
+            prev.job
+                .as_ref()
+                .map(|j| j.namespace.clone())
+                .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                .unwrap_or_default()
+        ),
+        Err(_) => format!("cli/{}", hostname()),
+    };
+    let start = status::Start {
+        phase: Phase::Running,
+        runner,
+        reason: prev
+            .run_reason
+            .clone()
+            .filter(|_| busy)
+            .unwrap_or_else(|| "run by `inframind train --training-job`".into()),
+        generation: tj.metadata.generation,
+        tick: None,
+        job: prev.job.clone().filter(|_| busy),
+    };
+    tracing::info!(training_job = %format!("{ns}/{}", tj.name_any()), reason = %start.reason, "training");
+    let reported = reconciler::train_and_report(ctx, &tj, &prev, start).await?;
+    Ok(reported.status)
 }
