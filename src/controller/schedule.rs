@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use croner::parser::{CronParser, Seconds, Year};
 use croner::Cron;
 
@@ -47,12 +47,17 @@ impl Schedule {
 
     /// The first tick strictly after `t`.
     pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.cron.find_next_occurrence(&t, false).ok()
+        // Ticks are whole minutes; croner would carry `t`'s fraction of a second into them.
+        self.cron
+            .find_next_occurrence(&t.trunc_subsecs(0), false)
+            .ok()
     }
 
     /// The latest tick at or before `t`.
     pub fn latest_at_or_before(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.cron.find_previous_occurrence(&t, true).ok()
+        self.cron
+            .find_previous_occurrence(&t.trunc_subsecs(0), true)
+            .ok()
     }
 
     /// The tick a run at `now` should cover, if one is due: the latest tick in `(last, now]`.
@@ -115,6 +120,18 @@ mod tests {
         assert_eq!(
             s.wait(t("2026-03-01T00:40:00Z"), now),
             Some(Duration::from_secs(2 * 60 + 47))
+        );
+    }
+
+    #[test]
+    fn ticks_are_whole_seconds_whatever_the_clock_says() {
+        let s = Schedule::parse("*/10 * * * *").unwrap();
+        let now = t("2026-03-01T00:47:13.625Z");
+        assert_eq!(s.latest_at_or_before(now), Some(t("2026-03-01T00:40:00Z")));
+        assert_eq!(s.next_after(now), Some(t("2026-03-01T00:50:00Z")));
+        assert_eq!(
+            s.wait(t("2026-03-01T00:40:00Z"), now),
+            Some(Duration::from_millis(166_375))
         );
     }
 
