@@ -16,9 +16,13 @@ use kube::runtime::{watcher, Controller};
 use kube::Client;
 use kube_lease_manager::LeaseManagerBuilder;
 
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
 use super::context::Context;
 use super::crd::TrainingJob;
 use super::job::{training_job_of, MANAGED_BY};
+use super::metrics::Metrics;
 use super::reconciler::{error_policy, reconcile};
 
 /// The Lease and who competes for it.
@@ -56,21 +60,45 @@ pub async fn run_elected(
                 lease.namespace, lease.name
             )
         })?;
-    let (mut leading, lease_task) = manager.watch().await;
+    let (leading, lease_task) = manager.watch().await;
     tracing::info!(lease = %lease.name, namespace = %lease.namespace, identity = %lease.identity, "competing for leadership");
-    let mut controller: Option<tokio::task::JoinHandle<()>> = None;
+    let leading = follow_leadership(
+        leading,
+        &ctx.metrics,
+        || tokio::spawn(run_controller(ctx.clone())),
+        shutdown,
+    )
+    .await;
+    // Closing the channel makes the lease task release the Lease for the next replica.
+    drop(leading);
+    match lease_task.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(anyhow::anyhow!("releasing the Lease: {e}")),
+        Err(e) => Err(anyhow::anyhow!("the leader election task failed: {e}")),
+    }
+}
+
+/// Runs `start` (the controller) while `leading` says so and aborts it the moment it does not,
+/// until `shutdown` or the end of the election. Returns the channel so the caller can close it.
+pub async fn follow_leadership(
+    mut leading: watch::Receiver<bool>,
+    metrics: &Metrics,
+    mut start: impl FnMut() -> JoinHandle<()>,
+    shutdown: impl Future<Output = ()>,
+) -> watch::Receiver<bool> {
+    let mut controller: Option<JoinHandle<()>> = None;
     tokio::pin!(shutdown);
     loop {
         let is_leader = *leading.borrow_and_update();
         match (is_leader, controller.is_some()) {
             (true, false) => {
-                tracing::info!(identity = %lease.identity, "became the leader: reconciling TrainingJobs");
-                ctx.metrics.leader.set(1);
-                controller = Some(tokio::spawn(run_controller(ctx.clone())));
+                tracing::info!("became the leader: reconciling TrainingJobs");
+                metrics.leader.set(1);
+                controller = Some(start());
             }
             (false, true) => {
-                tracing::warn!(identity = %lease.identity, "lost leadership: stopping the controller");
-                ctx.metrics.leader.set(0);
+                tracing::warn!("lost leadership: stopping the controller");
+                metrics.leader.set(0);
                 if let Some(c) = controller.take() {
                     c.abort();
                 }
@@ -93,14 +121,8 @@ pub async fn run_elected(
     if let Some(c) = controller.take() {
         c.abort();
     }
-    ctx.metrics.leader.set(0);
-    // Closing the channel makes the lease task release the Lease for the next replica.
-    drop(leading);
-    match lease_task.await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(anyhow::anyhow!("releasing the Lease: {e}")),
-        Err(e) => Err(anyhow::anyhow!("the leader election task failed: {e}")),
-    }
+    metrics.leader.set(0);
+    leading
 }
 
 /// Runs the kube-runtime Controller over TrainingJobs (and the training Jobs it created).
@@ -130,4 +152,84 @@ pub async fn run_controller(ctx: Arc<Context>) {
             }
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    /// Sets a flag when dropped (an aborted task drops its future).
+    struct Stopped(Arc<AtomicUsize>);
+    impl Drop for Stopped {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    async fn settle() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    #[tokio::test]
+    async fn only_the_leader_runs_the_controller() {
+        let metrics = Arc::new(Metrics::new());
+        let started = Arc::new(AtomicUsize::new(0));
+        let stopped = Arc::new(AtomicUsize::new(0));
+        let (tx, rx) = watch::channel(false);
+        let (stop, shutdown) = tokio::sync::oneshot::channel::<()>();
+        let m = metrics.clone();
+        let (s1, s2) = (started.clone(), stopped.clone());
+        let follower = tokio::spawn(async move {
+            follow_leadership(
+                rx,
+                &m,
+                move || {
+                    s1.fetch_add(1, Ordering::SeqCst);
+                    let guard = Stopped(s2.clone());
+                    tokio::spawn(async move {
+                        let _guard = guard;
+                        std::future::pending::<()>().await
+                    })
+                },
+                async {
+                    let _ = shutdown.await;
+                },
+            )
+            .await
+        });
+        settle().await;
+        assert_eq!(
+            started.load(Ordering::SeqCst),
+            0,
+            "a follower does not reconcile"
+        );
+        assert!(metrics.render().contains("inframind_controller_leader 0"));
+
+        tx.send(true).unwrap();
+        settle().await;
+        assert_eq!(started.load(Ordering::SeqCst), 1);
+        assert!(metrics.render().contains("inframind_controller_leader 1"));
+
+        tx.send(false).unwrap();
+        settle().await;
+        assert_eq!(
+            stopped.load(Ordering::SeqCst),
+            1,
+            "stopped on losing the Lease"
+        );
+        assert!(metrics.render().contains("inframind_controller_leader 0"));
+
+        tx.send(true).unwrap();
+        settle().await;
+        assert_eq!(started.load(Ordering::SeqCst), 2);
+
+        stop.send(()).unwrap();
+        let rx = follower.await.unwrap();
+        settle().await;
+        assert_eq!(stopped.load(Ordering::SeqCst), 2, "stopped on shutdown");
+        assert!(metrics.render().contains("inframind_controller_leader 0"));
+        drop(rx);
+    }
 }

@@ -44,7 +44,7 @@ pub async fn execute(ctx: &Context, spec: &TrainingJobSpec) -> Result<Outcome, F
         .await
         .map_err(store_failure)?;
     let now = ctx.now();
-    let version = registry.dir().next_version(now);
+    let version = fresh_version(&registry, now).await;
     let job_spec = training.clone();
     let fitted = tokio::task::spawn_blocking(move || {
         let (model, meta) = fit(&warmup, &window, &job_spec, &version, now, &mut |_| {})?;
@@ -112,6 +112,33 @@ pub async fn execute(ctx: &Context, spec: &TrainingJobSpec) -> Result<Outcome, F
         published,
         promotion,
     })
+}
+
+/// A version name for `now` not yet used here nor in the shared registry: another replica or a
+/// training Job's pod (with its own empty models directory) may have trained in the same second.
+async fn fresh_version(registry: &Registry, now: DateTime<Utc>) -> String {
+    let base = crate::model::version_at(now);
+    for k in 0u32.. {
+        let v = if k == 0 {
+            base.clone()
+        } else {
+            format!("{base}_{k}")
+        };
+        let local = registry.dir().path().join(format!("{v}.json")).exists()
+            || registry
+                .dir()
+                .path()
+                .join(format!("{v}.{}", crate::model::ARTIFACT_EXT))
+                .exists();
+        let shared = match registry.redis() {
+            Some(r) => r.fetch_verified(&v).await.is_ok(),
+            None => false,
+        };
+        if !local && !shared {
+            return v;
+        }
+    }
+    unreachable!("u32 versions per second")
 }
 
 /// Makes `version` active through the registry (atomic in Redis). With `expected_active`, only

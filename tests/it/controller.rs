@@ -617,6 +617,19 @@ async fn a_schedule_tick_retrains_once_and_not_before_it_comes() {
     let env = Env::new(500).await;
     let now = Utc::now();
     let (ctx, handle) = context_at(env.settings(), now);
+    // Another replica (with a models directory of its own) already published a model under
+    // this second's version name: the run must not reuse it.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let other = Registry::open(
+        ModelDir::new(elsewhere.path()),
+        Some(&redis_url()),
+        &env.prefix,
+    )
+    .await
+    .unwrap();
+    let taken = inframind::model::version_at(now);
+    let (m, meta) = small_model(other.dir(), &taken, 3);
+    other.publish(&m, &meta).await.unwrap();
     let tick = ten_minute_tick(now);
     let mut spec = small_spec();
     spec.schedule = Some("*/10 * * * *".into());
@@ -652,7 +665,7 @@ async fn a_schedule_tick_retrains_once_and_not_before_it_comes() {
     assert_eq!(done.phase, Some(Phase::Succeeded));
     assert_eq!(done.last_schedule_time, Some(k8s_time(tick)));
     assert_eq!(done.observed_generation, Some(1));
-    assert!(done.version.is_some());
+    assert_eq!(done.version, Some(format!("{taken}_1")));
     let until_next = (tick + chrono::Duration::minutes(10) - now)
         .to_std()
         .unwrap();
