@@ -378,9 +378,11 @@ pub struct TriggerCheck {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_version: Option<String>,
     /// Runs ingested since `since`.
-    pub new_runs: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_runs: Option<u64>,
     /// Start of the new-runs count (the active model's training, or the last firing).
-    pub since: Time,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Time>,
     /// The active model's MAE on runs newer than its training window, relative to its own
     /// holdout MAE, minus one (0.25 = 25 % worse).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -388,6 +390,10 @@ pub struct TriggerCheck {
     /// Recent runs the drift was measured on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drift_rows: Option<u64>,
+    /// Why the evaluation failed (store or registry unreachable); it is tried again after
+    /// `checkIntervalSeconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 mod defaults {

@@ -316,10 +316,11 @@ mod tests {
             trigger_check: Some(TriggerCheck {
                 checked_at: k8s_time(now - chrono::Duration::seconds(100)),
                 active_version: None,
-                new_runs: 0,
-                since: k8s_time(now),
+                new_runs: Some(0),
+                since: Some(k8s_time(now)),
                 drift_fraction: None,
                 drift_rows: None,
+                error: None,
             }),
             ..done(1)
         };

@@ -504,15 +504,31 @@ async fn check_triggers(
 ) -> Result<Action, Error> {
     let now = ctx.now();
     let spec = tj.spec.triggers.clone().unwrap_or_default();
-    let obs = run::observe_triggers(ctx, tj, prev, now)
-        .await
-        .map_err(Error::Run)?;
+    let obs = match run::observe_triggers(ctx, tj, prev, now).await {
+        Ok(o) => o,
+        Err(f) => {
+            // Say so in the status; the next check comes after the interval.
+            let mut s = prev.clone();
+            s.trigger_check = Some(TriggerCheck {
+                checked_at: k8s_time(now),
+                active_version: None,
+                new_runs: None,
+                since: None,
+                drift_fraction: None,
+                drift_rows: None,
+                error: Some(format!("{}: {}", f.reason(), f.detail())),
+            });
+            ctx.write_status(tj, &s).await?;
+            return Err(Error::Run(f));
+        }
+    };
     let mut s = prev.clone();
     s.trigger_check = Some(TriggerCheck {
         checked_at: k8s_time(now),
         active_version: obs.active_version.clone(),
-        new_runs: obs.new_runs,
-        since: k8s_time(obs.since),
+        new_runs: Some(obs.new_runs),
+        since: Some(k8s_time(obs.since)),
+        error: None,
         drift_fraction: obs
             .drift
             .as_ref()

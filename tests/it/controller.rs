@@ -585,6 +585,37 @@ async fn an_unreachable_store_fails_clearly_and_requeues_with_backoff() {
 }
 
 #[tokio::test]
+async fn a_trigger_check_that_cannot_reach_the_store_says_so_in_the_status() {
+    let env = Env::new(0).await;
+    let mut settings = env.settings();
+    settings.database_url = "postgres://postgres@127.0.0.1:1/test".into();
+    let (ctx, handle) = context(settings);
+    let mut spec = small_spec();
+    spec.triggers = Some(Triggers::default());
+    let mut tj = training_job(spec);
+    tj.status = Some(succeeded(1));
+    let mut api = ApiServer::new(handle, &tj);
+    let (result, s) = tokio::join!(reconcile(Arc::new(tj), ctx.clone()), api.status_patch());
+    assert_eq!(result.unwrap_err().metric_label(), "store");
+    let check = s.trigger_check.expect("triggerCheck");
+    let error = check.error.expect("the error");
+    assert!(error.starts_with("StoreUnavailable: "), "{error}");
+    assert!(error.contains("127.0.0.1:1"), "{error}");
+    assert_eq!(check.new_runs, None);
+    assert_eq!(
+        s.phase,
+        Some(Phase::Succeeded),
+        "the last run's result stands"
+    );
+    // The next check waits for the interval.
+    let (again, ()) = tokio::join!(
+        reconcile(Arc::new(api.tj.clone()), ctx.clone()),
+        api.silence()
+    );
+    again.unwrap();
+}
+
+#[tokio::test]
 async fn too_few_runs_fail_the_generation_with_a_clear_status() {
     let env = Env::new(0).await;
     let (ctx, handle) = context(env.settings());
@@ -867,7 +898,8 @@ async fn new_runs_fire_a_trigger_that_creates_a_child_training_job() {
     assert_eq!(&fired.reason, reason);
     assert_eq!(fired.child, child_name);
     let check = parent.trigger_check.as_ref().unwrap();
-    assert_eq!(check.new_runs, 120);
+    assert_eq!(check.new_runs, Some(120));
+    assert_eq!(check.error, None);
     assert_eq!(
         check.active_version.as_deref(),
         Some(active.version.as_str())
