@@ -137,6 +137,7 @@ pub async fn run(global: &Global, args: ControllerArgs) -> anyhow::Result<()> {
                 args.http_listen
             )
         })?;
+    let listen = listener.local_addr().unwrap_or(args.http_listen);
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let http = tokio::spawn(http::serve(
         listener,
@@ -146,7 +147,7 @@ pub async fn run(global: &Global, args: ControllerArgs) -> anyhow::Result<()> {
             let _ = http_stopped.await;
         },
     ));
-    tracing::info!(listen = %args.http_listen, "serving /healthz, /readyz and /metrics");
+    tracing::info!(%listen, "serving /healthz, /readyz and /metrics");
     let client = Client::try_default()
         .await
         .context("connecting to the Kubernetes API (in a pod, or through KUBECONFIG)")?;
@@ -182,6 +183,7 @@ pub fn crd_yaml() -> anyhow::Result<String> {
 
 /// Runs one TrainingJob to completion in this process (`inframind train --training-job NS/NAME`).
 pub async fn run_training_job(global: &Global, namespaced_name: &str) -> anyhow::Result<()> {
+    split_name(namespaced_name)?;
     let client = Client::try_default()
         .await
         .context("connecting to the Kubernetes API (in a pod, or through KUBECONFIG)")?;
@@ -200,18 +202,22 @@ pub async fn run_training_job(global: &Global, namespaced_name: &str) -> anyhow:
     }
 }
 
+fn split_name(namespaced_name: &str) -> anyhow::Result<(&str, &str)> {
+    match namespaced_name.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((ns, name))
+        }
+        _ => bail!("--training-job takes NAMESPACE/NAME, got `{namespaced_name}`"),
+    }
+}
+
 /// [`run_training_job`] with a given context: reads the TrainingJob, trains, writes its status
 /// (keeping the Job reference the controller recorded) and returns the final status.
 pub async fn run_training_job_with(
     ctx: &Context,
     namespaced_name: &str,
 ) -> anyhow::Result<TrainingJobStatus> {
-    let Some((ns, name)) = namespaced_name
-        .split_once('/')
-        .filter(|(n, m)| !n.is_empty() && !m.is_empty())
-    else {
-        bail!("--training-job takes NAMESPACE/NAME, got `{namespaced_name}`");
-    };
+    let (ns, name) = split_name(namespaced_name)?;
     let api: Api<TrainingJob> = Api::namespaced(ctx.client.clone(), ns);
     let tj = api
         .get(name)
