@@ -634,6 +634,36 @@ mod tests {
         assert_eq!(trig.mae_drift_fraction, 0.2);
     }
 
+    /// The README's example manifest stays valid.
+    #[test]
+    fn the_readme_example_parses_and_validates() {
+        let tj: TrainingJob = serde_yaml::from_str(
+            r#"
+apiVersion: inframind.io/v1alpha1
+kind: TrainingJob
+metadata:
+  name: nightly
+  namespace: ci
+spec:
+  limit: 500
+  split: random
+  hyperparameters: {trees: 100, maxDepth: 15, seed: 42}
+  gates: {maxMaeSeconds: 30, minR2: 0.7, mustBeatActive: true}
+  promote: true
+  schedule: "0 3 * * *"
+  triggers: {everyNRuns: 1000, maeDriftFraction: 0.2, checkIntervalSeconds: 600}
+  execution: {mode: inProcess}
+"#,
+        )
+        .unwrap();
+        tj.spec.validate().unwrap();
+        assert_eq!(
+            tj.spec.training_spec(),
+            TrainingJobSpec::default().training_spec()
+        );
+        assert_eq!(tj.spec.triggers, Some(Triggers::default()));
+    }
+
     #[test]
     fn spec_fields_are_camel_case_and_depth_zero_grows_fully() {
         let spec: TrainingJobSpec = serde_json::from_value(serde_json::json!({
