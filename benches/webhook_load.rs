@@ -38,7 +38,14 @@ fn histogram_quantile(text: &str, q: f64) -> Option<f64> {
         .filter_map(|l| {
             let le = l.split("le=\"").nth(1)?.split('"').next()?;
             let count: f64 = l.rsplit(' ').next()?.parse().ok()?;
-            Some((if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? }, count))
+            Some((
+                if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().ok()?
+                },
+                count,
+            ))
         })
         .collect();
     buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -50,7 +57,11 @@ fn histogram_quantile(text: &str, q: f64) -> Option<f64> {
             if le.is_infinite() {
                 return Some(prev.0);
             }
-            let frac = if count > prev.1 { (target - prev.1) / (count - prev.1) } else { 1.0 };
+            let frac = if count > prev.1 {
+                (target - prev.1) / (count - prev.1)
+            } else {
+                1.0
+            };
             return Some(prev.0 + (le - prev.0) * frac);
         }
         prev = (le, count);
@@ -59,9 +70,19 @@ fn histogram_quantile(text: &str, q: f64) -> Option<f64> {
 }
 
 fn main() {
-    let seconds: u64 = std::env::var("LOAD_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
-    let connections: usize = std::env::var("LOAD_CONNECTIONS").ok().and_then(|s| s.parse().ok()).unwrap_or(16);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let seconds: u64 = std::env::var("LOAD_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let connections: usize = std::env::var("LOAD_CONNECTIONS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(16);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async move {
         let now = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap();
         let runs = demo_runs(6000, now, 5);

@@ -1,13 +1,16 @@
 //! The random forest: training through smartcore, and the project's compact inference layout.
 //!
-//! smartcore grows the trees; they are then re-laid out as flat 16-byte nodes so that a
-//! prediction is a fixed number of branch-free steps per tree and yields every tree's output
-//! (the spread across trees is the optimizer's confidence signal).
+//! smartcore grows the trees; they are then re-laid out as flat 16-byte nodes in one array, and
+//! prediction yields every tree's output (the spread across trees is the optimizer's confidence
+//! signal) in the same summation order as smartcore, so the mean is bit-identical to its own.
 //!
 //! Layout: the two children of an internal node are adjacent (`left`, `left + 1`); a row goes
 //! right when `!(x[feature] <= threshold)`, exactly smartcore's rule (NaN goes right). A leaf
-//! points at itself, tests a virtual feature that is always −∞ and keeps its output in
-//! `threshold`, so walking past a leaf stays on it and every tree is walked for exactly its depth.
+//! has `feature == n_features`, points at itself and keeps its output in `threshold`.
+//!
+//! Rows walk each tree as a group (see `walk`): the optimizer's 125 candidates share every
+//! feature but their config columns, so most splits send the whole group one way at the cost of
+//! one comparison.
 
 use serde::{Deserialize, Serialize};
 use smartcore::ensemble::random_forest_regressor::{
@@ -449,45 +452,74 @@ impl CompactForest {
         self.trees.iter().map(|t| t.depth).max().unwrap_or(0)
     }
 
-    /// Pads rows with the virtual −∞ leaf feature.
-    fn padded(&self, rows: &[f64]) -> Vec<f64> {
-        let nf = self.n_features;
-        let mut out = Vec::with_capacity(rows.len() / nf.max(1) * (nf + 1));
-        for row in rows.chunks_exact(nf) {
-            out.extend_from_slice(row);
-            out.push(f64::NEG_INFINITY);
-        }
-        out
-    }
-
     /// Calls `f(row, tree, output)` for every row of row-major `rows` and every tree, trees in order.
+    ///
+    /// Rows travel through each tree as groups: a split on a feature whose value is the same in
+    /// every row (the optimizer's candidates differ only in their config columns) sends the whole
+    /// group one way with a single comparison; a split on a varying feature partitions the group.
+    /// The comparisons are exactly smartcore's, so every row ends in the same leaf.
     #[inline]
     fn walk(&self, rows: &[f64], mut f: impl FnMut(usize, usize, f64)) {
-        const LANES: usize = 8;
-        let stride = self.n_features + 1;
-        let padded = self.padded(rows);
-        let n_rows = padded.len() / stride;
+        let nf = self.n_features;
+        let n_rows = rows.len() / nf.max(1);
+        if n_rows == 0 {
+            return;
+        }
+        let rows = &rows[..n_rows * nf];
+        let first = &rows[..nf];
+        let varies: Vec<bool> = (0..=nf)
+            .map(|j| {
+                j < nf
+                    && rows
+                        .chunks_exact(nf)
+                        .any(|r| r[j].to_bits() != first[j].to_bits())
+            })
+            .collect();
         let nodes = &self.nodes[..];
+        let mut order: Vec<u32> = (0..n_rows as u32).collect();
+        let mut stack: Vec<(u32, usize, usize)> = Vec::with_capacity(64);
         for (t, info) in self.trees.iter().enumerate() {
-            let mut start = 0;
-            while start < n_rows {
-                let lanes = LANES.min(n_rows - start);
-                let mut idx = [info.root; LANES];
-                // Several rows walk together so their memory loads overlap.
-                for _ in 0..info.depth {
-                    for (l, slot) in idx.iter_mut().enumerate().take(lanes) {
-                        let n = nodes[*slot as usize];
-                        let x = padded[(start + l) * stride + n.feature as usize];
+            stack.push((info.root, 0, n_rows));
+            while let Some((mut ni, lo, hi)) = stack.pop() {
+                loop {
+                    let n = nodes[ni as usize];
+                    let feature = n.feature as usize;
+                    if feature == nf {
+                        for &r in &order[lo..hi] {
+                            f(r as usize, t, n.threshold);
+                        }
+                        break;
+                    }
+                    if !varies[feature] {
                         // `!(x <= t)` rather than `x > t`: NaN must go right, as in smartcore.
                         #[allow(clippy::neg_cmp_op_on_partial_ord)]
-                        let right = !(x <= n.threshold);
-                        *slot = n.left + u32::from(right);
+                        let right = !(first[feature] <= n.threshold);
+                        ni = n.left + u32::from(right);
+                        continue;
+                    }
+                    // Partition: rows going left (x <= threshold) first.
+                    let (mut i, mut j) = (lo, hi);
+                    while i < j {
+                        if rows[order[i] as usize * nf + feature] <= n.threshold {
+                            i += 1;
+                        } else {
+                            j -= 1;
+                            order.swap(i, j);
+                        }
+                    }
+                    match (i > lo, i < hi) {
+                        (true, true) => {
+                            stack.push((n.left + 1, i, hi));
+                            ni = n.left;
+                            // continue with the left group in [lo, i)
+                            let hi_left = i;
+                            stack.push((ni, lo, hi_left));
+                            break;
+                        }
+                        (true, false) => ni = n.left,
+                        (false, _) => ni = n.left + 1,
                     }
                 }
-                for (l, slot) in idx.iter().enumerate().take(lanes) {
-                    f(start + l, t, nodes[*slot as usize].threshold);
-                }
-                start += lanes;
             }
         }
     }
