@@ -41,6 +41,13 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 
+step "chart and CRD tools (Helm SDK, kubernetes-validate; installed into target/chart-venv once)"
+# shellcheck source=tests/chart/venv.sh
+. tests/chart/venv.sh
+ensure_chart_venv
+# The CRD test validates the generated CRD with kubernetes-validate --strict: required here.
+export INFRAMIND_REQUIRE_KUBERNETES_VALIDATE=1
+
 step "cargo test"
 cargo test
 
