@@ -98,6 +98,8 @@ pub enum Command {
     Crd,
     /// Serve the mutating admission webhook over HTTPS.
     Webhook(Box<crate::webhook::WebhookArgs>),
+    /// Post this build's telemetry (cgroup peak memory and I/O, cache stats) to the InfraMind API.
+    Report(crate::reporter::ReportArgs),
 }
 
 /// Optimizer settings (shared by `recommend` and the webhook).
@@ -438,6 +440,7 @@ pub async fn run(global: &Global, command: Command) -> anyhow::Result<()> {
         Command::Recommend(a) => recommend(global, a).await,
         Command::Controller(a) => crate::controller::run(global, a).await,
         Command::Webhook(a) => crate::webhook::run(global, *a).await,
+        Command::Report(a) => crate::reporter::run(a).await,
         Command::Crd => {
             print!("{}", crate::controller::crd_yaml()?);
             Ok(())

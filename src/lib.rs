@@ -14,6 +14,7 @@ pub mod forest;
 pub mod model;
 pub mod optimizer;
 pub mod registry;
+pub mod reporter;
 pub mod simulate;
 pub mod stats;
 pub mod telemetry;

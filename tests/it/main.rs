@@ -8,5 +8,6 @@ mod harness;
 mod cli;
 mod controller;
 mod registry;
+mod reporter;
 mod store;
 mod webhook;

@@ -1,0 +1,1 @@
+//! The in-pod reporter against fake cgroup trees and a live API.
