@@ -15,6 +15,30 @@ const COLUMNS: &str = "run_id, pipeline, branch, image, node, cpu_req, mem_req_g
     max_rss_gb, io_read_gb, io_write_gb, cache_hit_ratio, num_steps, avg_step_duration_s, \
     duration_s, success, retry_count, oom_killed, started_at_ms, ingested_at_ms";
 const N_COLUMNS: usize = 20;
+/// What an in-pod reporter measures: filled in when missing, never overwritten.
+const TELEMETRY_COLUMNS: &[&str] = &[
+    "max_rss_gb",
+    "io_read_gb",
+    "io_write_gb",
+    "cache_hit_ratio",
+    "num_steps",
+    "avg_step_duration_s",
+];
+/// What the pod watcher knows for sure about how a build ran and ended.
+const OUTCOME_COLUMNS: &[&str] = &[
+    "pipeline",
+    "branch",
+    "image",
+    "node",
+    "cpu_req",
+    "mem_req_gb",
+    "concurrency",
+    "duration_s",
+    "success",
+    "retry_count",
+    "oom_killed",
+    "started_at_ms",
+];
 /// Rows per INSERT statement: keeps bind parameters under SQLite's and PostgreSQL's limits.
 const INSERT_CHUNK: usize = 200;
 
@@ -129,18 +153,100 @@ impl Store {
         self.pool.close().await;
     }
 
-    /// Stores `runs`; a run_id already present is counted as a duplicate and left untouched.
+    /// Stores `runs`. A run_id already present is never overwritten: missing telemetry (peak
+    /// RSS, I/O, cache hit ratio, steps) is filled in from the new row (a reporter's row merging
+    /// with the watcher's), and a row that adds nothing counts as a duplicate.
     pub async fn insert_runs(
         &self,
         runs: &[RunRecord],
         now: DateTime<Utc>,
     ) -> Result<InsertOutcome> {
-        let mut outcome = InsertOutcome::default();
+        let fill = TELEMETRY_COLUMNS
+            .iter()
+            .map(|c| format!("{c} = COALESCE(runs.{c}, excluded.{c})"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let adds = TELEMETRY_COLUMNS
+            .iter()
+            .map(|c| format!("(runs.{c} IS NULL AND excluded.{c} IS NOT NULL)"))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let conflict = format!("ON CONFLICT (run_id) DO UPDATE SET {fill} WHERE {adds}");
+        // One statement may not touch a row twice: merge repeats within the batch first.
+        let mut unique: Vec<RunRecord> = Vec::with_capacity(runs.len());
+        let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        let mut repeats = 0;
+        for run in runs {
+            match index.get(run.run_id.as_str()) {
+                Some(&i) => {
+                    let first = &mut unique[i];
+                    first.max_rss_gb = first.max_rss_gb.or(run.max_rss_gb);
+                    first.io_read_gb = first.io_read_gb.or(run.io_read_gb);
+                    first.io_write_gb = first.io_write_gb.or(run.io_write_gb);
+                    first.cache_hit_ratio = first.cache_hit_ratio.or(run.cache_hit_ratio);
+                    first.num_steps = first.num_steps.or(run.num_steps);
+                    first.avg_step_duration_s =
+                        first.avg_step_duration_s.or(run.avg_step_duration_s);
+                    repeats += 1;
+                }
+                None => {
+                    index.insert(&run.run_id, unique.len());
+                    unique.push(run.clone());
+                }
+            }
+        }
+        let counts = self
+            .upsert(&unique, now, false, &conflict, "inserting runs")
+            .await?;
+        Ok(InsertOutcome {
+            inserted: counts.0,
+            duplicates: counts.1 + repeats,
+        })
+    }
+
+    /// Records how a build ended, as observed on its pod: authoritative for the outcome (duration,
+    /// success, retries, OOM, requests) and merged with any reporter row for the same run_id;
+    /// returns false when this run's outcome was already recorded (never recorded twice).
+    pub async fn record_outcome(&self, run: &RunRecord, now: DateTime<Utc>) -> Result<bool> {
+        let take = OUTCOME_COLUMNS
+            .iter()
+            .map(|c| format!("{c} = excluded.{c}"));
+        let fill = TELEMETRY_COLUMNS
+            .iter()
+            .map(|c| format!("{c} = COALESCE(runs.{c}, excluded.{c})"));
+        let set = take
+            .chain(fill)
+            .chain(std::iter::once("outcome_final = 1".to_string()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let conflict =
+            format!("ON CONFLICT (run_id) DO UPDATE SET {set} WHERE runs.outcome_final = 0");
+        let (changed, _) = self
+            .upsert(
+                std::slice::from_ref(run),
+                now,
+                true,
+                &conflict,
+                "recording a build outcome",
+            )
+            .await?;
+        Ok(changed == 1)
+    }
+
+    async fn upsert(
+        &self,
+        runs: &[RunRecord],
+        now: DateTime<Utc>,
+        final_outcome: bool,
+        conflict: &str,
+        what: &str,
+    ) -> Result<(u64, u64)> {
+        let (mut changed, mut unchanged) = (0, 0);
         let mut tx = self
             .pool
             .begin()
             .await
-            .map_err(Error::store("starting an insert transaction"))?;
+            .map_err(Error::store(format!("starting a transaction for {what}")))?;
         for chunk in runs.chunks(INSERT_CHUNK) {
             let placeholders: Vec<String> = (0..chunk.len())
                 .map(|r| {
@@ -151,8 +257,12 @@ impl Store {
                 })
                 .collect();
             let sql = format!(
-                "INSERT INTO runs ({COLUMNS}) VALUES {} ON CONFLICT (run_id) DO NOTHING",
-                placeholders.join(", ")
+                "INSERT INTO runs ({COLUMNS}, outcome_final) VALUES {} {conflict}",
+                placeholders
+                    .iter()
+                    .map(|p| format!("{}, {})", &p[..p.len() - 1], u8::from(final_outcome)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
             // Only placeholders are generated here; every value is bound.
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -179,17 +289,14 @@ impl Store {
                     .bind(run.started_at.timestamp_millis())
                     .bind(now.timestamp_millis());
             }
-            let done = q
-                .execute(&mut *tx)
-                .await
-                .map_err(Error::store("inserting runs"))?;
-            outcome.inserted += done.rows_affected();
-            outcome.duplicates += chunk.len() as u64 - done.rows_affected();
+            let done = q.execute(&mut *tx).await.map_err(Error::store(what))?;
+            changed += done.rows_affected();
+            unchanged += chunk.len() as u64 - done.rows_affected();
         }
         tx.commit()
             .await
-            .map_err(Error::store("committing inserted runs"))?;
-        Ok(outcome)
+            .map_err(Error::store(format!("committing {what}")))?;
+        Ok((changed, unchanged))
     }
 
     async fn fetch(&self, sql: String, binds: Vec<Bind<'_>>, what: &str) -> Result<Vec<RunRecord>> {

@@ -152,3 +152,88 @@ async fn an_unreachable_database_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn reporter_and_watcher_rows_for_one_pod_merge_in_either_order() {
+    for (store, _keep) in both_stores().await {
+        let base = demo_runs(1, t0(), 14).remove(0);
+        // What the in-pod reporter knows: telemetry, and a provisional outcome.
+        let reporter = inframind::telemetry::RunRecord {
+            run_id: "pod-a".into(),
+            duration_s: 100.0,
+            success: true,
+            oom_killed: false,
+            ..base.clone()
+        };
+        // What the watcher knows: how it ended; no telemetry.
+        let watcher = inframind::telemetry::RunRecord {
+            run_id: "pod-a".into(),
+            duration_s: 123.0,
+            success: false,
+            oom_killed: true,
+            retry_count: 2,
+            max_rss_gb: None,
+            io_read_gb: None,
+            io_write_gb: None,
+            cache_hit_ratio: None,
+            num_steps: None,
+            avg_step_duration_s: None,
+            ..base.clone()
+        };
+        // Reporter first, then the watcher.
+        assert_eq!(
+            store
+                .insert_runs(&[reporter.clone()], t0())
+                .await
+                .unwrap()
+                .inserted,
+            1
+        );
+        assert!(store.record_outcome(&watcher, t0()).await.unwrap());
+        assert!(
+            !store.record_outcome(&watcher, t0()).await.unwrap(),
+            "an outcome is recorded once"
+        );
+        // Watcher first, then the reporter.
+        let w2 = inframind::telemetry::RunRecord {
+            run_id: "pod-b".into(),
+            ..watcher.clone()
+        };
+        let r2 = inframind::telemetry::RunRecord {
+            run_id: "pod-b".into(),
+            ..reporter.clone()
+        };
+        assert!(store.record_outcome(&w2, t0()).await.unwrap());
+        let merged = store.insert_runs(&[r2.clone()], t0()).await.unwrap();
+        assert_eq!(
+            (merged.inserted, merged.duplicates),
+            (1, 0),
+            "the reporter's telemetry was merged"
+        );
+        let again = store.insert_runs(&[r2], t0()).await.unwrap();
+        assert_eq!(
+            (again.inserted, again.duplicates),
+            (0, 1),
+            "nothing new: a duplicate"
+        );
+        for id in ["pod-a", "pod-b"] {
+            let row = store
+                .recent_runs(&base.pipeline, 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|r| r.run_id == id)
+                .unwrap();
+            assert_eq!(
+                (row.duration_s, row.success, row.oom_killed, row.retry_count),
+                (123.0, false, true, 2),
+                "{id}: the watcher's outcome"
+            );
+            assert_eq!(
+                (row.max_rss_gb, row.num_steps),
+                (reporter.max_rss_gb, reporter.num_steps),
+                "{id}: the reporter's telemetry"
+            );
+        }
+    }
+}
