@@ -91,7 +91,7 @@ pub enum Command {
     /// The whole loop on the embedded default: simulate, ingest, train, evaluate, recommend.
     Quickstart(QuickstartArgs),
     /// Recommend a config for a pipeline with the store's stats and the active model.
-    Recommend(RecommendArgs),
+    Recommend(Box<RecommendArgs>),
     /// Run the TrainingJob controller (leader-elected) with health and metrics endpoints.
     Controller(crate::controller::ControllerArgs),
     /// Print the TrainingJob CustomResourceDefinition as YAML.
@@ -99,7 +99,7 @@ pub enum Command {
     /// Serve the mutating admission webhook over HTTPS.
     Webhook(Box<crate::webhook::WebhookArgs>),
     /// Post this build's telemetry (cgroup peak memory and I/O, cache stats) to the InfraMind API.
-    Report(crate::reporter::ReportArgs),
+    Report(Box<crate::reporter::ReportArgs>),
 }
 
 /// Optimizer settings (shared by `recommend` and the webhook).
@@ -437,10 +437,10 @@ pub async fn run(global: &Global, command: Command) -> anyhow::Result<()> {
         Command::Explain(a) => explain(global, a),
         Command::Simulate(a) => simulate(a),
         Command::Quickstart(a) => quickstart(global, a).await,
-        Command::Recommend(a) => recommend(global, a).await,
+        Command::Recommend(a) => recommend(global, *a).await,
         Command::Controller(a) => crate::controller::run(global, a).await,
         Command::Webhook(a) => crate::webhook::run(global, *a).await,
-        Command::Report(a) => crate::reporter::run(a).await,
+        Command::Report(a) => crate::reporter::run(*a).await,
         Command::Crd => {
             print!("{}", crate::controller::crd_yaml()?);
             Ok(())

@@ -13,6 +13,7 @@ pub mod features;
 pub mod forest;
 pub mod model;
 pub mod optimizer;
+pub mod outcome;
 pub mod registry;
 pub mod reporter;
 pub mod simulate;

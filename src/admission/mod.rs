@@ -201,14 +201,17 @@ fn unchanged(uid: &str, outcome: Outcome, warning: Option<String>) -> Admission 
 pub fn decision_annotations(
     d: &Decision,
     what: &str,
-    pipeline: &str,
+    ctx: &crate::BuildContext,
     container: &str,
     original: &patch::Original,
 ) -> Vec<(String, String)> {
     let a = |k: &str, v: String| (format!("inframind.io/{k}"), v);
     vec![
         a("decision", what.to_string()),
-        a("pipeline", pipeline.to_string()),
+        a("pipeline", ctx.pipeline.clone()),
+        a("branch", ctx.branch.clone()),
+        a("image", ctx.image.clone()),
+        a("node-type", ctx.node.clone()),
         a("container", container.to_string()),
         a(
             "recommendation",
@@ -297,7 +300,13 @@ pub fn admit(
     };
     let mut ops = Vec::new();
     if outcome == Outcome::Mutated {
-        match resource_ops(pod, i, &decision.config, &settings.concurrency_env) {
+        match resource_ops(
+            pod,
+            i,
+            &decision.config,
+            &settings.concurrency_env,
+            &reporter_env(&ctx, &container),
+        ) {
             Ok(r) => ops.extend(r),
             Err(reason) => {
                 return Admission {
@@ -311,7 +320,7 @@ pub fn admit(
             }
         }
     }
-    let mut notes = decision_annotations(&decision, what, &ctx.pipeline, &container, &before);
+    let mut notes = decision_annotations(&decision, what, &ctx, &container, &before);
     if no_history {
         notes.push((
             "inframind.io/reason".into(),
@@ -319,6 +328,13 @@ pub fn admit(
         ));
     }
     ops.extend(annotation_ops(pod, &notes));
+    ops.extend(patch::label_ops(
+        pod,
+        &[(
+            crate::outcome::MANAGED_LABEL.to_string(),
+            "true".to_string(),
+        )],
+    ));
     Admission {
         response: AdmissionResponse {
             uid: uid.to_string(),
@@ -330,6 +346,25 @@ pub fn admit(
         outcome,
         decision: Some(decision),
     }
+}
+
+/// What `inframind report` reads inside the build container: who it is and what it asked for
+/// (downward API for the pod's uid, name and requests; literals for the recognised context).
+pub fn reporter_env(ctx: &crate::BuildContext, container: &str) -> Vec<Value> {
+    let field = |name: &str, path: &str| serde_json::json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}});
+    let resource = |name: &str, res: &str, divisor: &str| serde_json::json!({"name": name, "valueFrom": {"resourceFieldRef": {"containerName": container, "resource": res, "divisor": divisor}}});
+    let literal = |name: &str, value: &str| serde_json::json!({"name": name, "value": value});
+    vec![
+        field("INFRAMIND_POD_UID", "metadata.uid"),
+        field("INFRAMIND_POD_NAME", "metadata.name"),
+        field("INFRAMIND_POD_NAMESPACE", "metadata.namespace"),
+        literal("INFRAMIND_PIPELINE", &ctx.pipeline),
+        literal("INFRAMIND_BRANCH", &ctx.branch),
+        literal("INFRAMIND_IMAGE", &ctx.image),
+        literal("INFRAMIND_NODE_TYPE", &ctx.node),
+        resource("INFRAMIND_CPU_REQUEST_MILLI", "requests.cpu", "1m"),
+        resource("INFRAMIND_MEM_REQUEST_MIB", "requests.memory", "1Mi"),
+    ]
 }
 
 /// Wraps a response in the envelope the request came in.

@@ -136,11 +136,15 @@ fn scaled_limit(old_limit: f64, old_request: Option<f64>, new_request: f64) -> f
 
 /// Resource and env operations that apply `config` to container `i`; `Err` when the pod's own
 /// quantities cannot be read (the caller then admits the pod unchanged).
+///
+/// `extra_env` entries (`{"name": …, "value"|"valueFrom": …}`) are added when the container does
+/// not already set a variable of that name.
 pub fn resource_ops(
     pod: &Value,
     i: usize,
     config: &BuildConfig,
     concurrency_env: &[String],
+    extra_env: &[Value],
 ) -> Result<Vec<PatchOperation>, String> {
     let idx = i.to_string();
     let base = ["spec", "containers", idx.as_str()];
@@ -218,12 +222,29 @@ pub fn resource_ops(
         (MAKEFLAGS, None) => format!("-j{jobs}"),
         _ => jobs.to_string(),
     };
-    match c.get("env").and_then(Value::as_array) {
+    let existing = c.get("env").and_then(Value::as_array);
+    let has = |name: &str| {
+        existing.is_some_and(|env| {
+            env.iter()
+                .any(|e| e.get("name").and_then(Value::as_str) == Some(name))
+        })
+    };
+    let extras: Vec<Value> = extra_env
+        .iter()
+        .filter(|e| {
+            e.get("name")
+                .and_then(Value::as_str)
+                .is_some_and(|n| !has(n) && !concurrency_env.iter().any(|c| c == n))
+        })
+        .cloned()
+        .collect();
+    match existing {
         None => {
-            let env: Vec<Value> = concurrency_env
+            let mut env: Vec<Value> = concurrency_env
                 .iter()
                 .map(|n| json!({"name": n, "value": value_for(n, None)}))
                 .collect();
+            env.extend(extras);
             if !env.is_empty() {
                 ops.set(false, path(&["env"]), Value::Array(env));
             }
@@ -253,6 +274,9 @@ pub fn resource_ops(
                     ),
                 }
             }
+            for e in extras {
+                ops.set(false, path(&["env", "-"]), e);
+            }
         }
     }
     Ok(ops.ops)
@@ -260,33 +284,39 @@ pub fn resource_ops(
 
 /// Operations adding `annotations` (creating the map when the pod has none).
 pub fn annotation_ops(pod: &Value, annotations: &[(String, String)]) -> Vec<PatchOperation> {
+    metadata_map_ops(pod, "annotations", annotations)
+}
+
+/// Operations adding `labels` (creating the map when the pod has none).
+pub fn label_ops(pod: &Value, labels: &[(String, String)]) -> Vec<PatchOperation> {
+    metadata_map_ops(pod, "labels", labels)
+}
+
+fn metadata_map_ops(
+    pod: &Value,
+    map_name: &str,
+    entries: &[(String, String)],
+) -> Vec<PatchOperation> {
     let mut ops = Ops { ops: Vec::new() };
     match pod
-        .pointer("/metadata/annotations")
+        .get("metadata")
+        .and_then(|m| m.get(map_name))
         .and_then(Value::as_object)
     {
         None => {
-            let map: Map<String, Value> = annotations
-                .iter()
-                .map(|(k, v)| (k.clone(), json!(v)))
-                .collect();
-            let path = if pod.get("metadata").is_some_and(Value::is_object) {
-                ptr(&["metadata", "annotations"])
+            let map: Map<String, Value> =
+                entries.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+            if pod.get("metadata").is_some_and(Value::is_object) {
+                ops.set(false, ptr(&["metadata", map_name]), Value::Object(map));
             } else {
-                ptr(&["metadata"])
-            };
-            let value = if path.count() == 1 {
-                json!({"annotations": map})
-            } else {
-                Value::Object(map)
-            };
-            ops.set(false, path, value);
+                ops.set(false, ptr(&["metadata"]), json!({ map_name: map }));
+            }
         }
         Some(existing) => {
-            for (k, v) in annotations {
+            for (k, v) in entries {
                 ops.set(
                     existing.contains_key(k),
-                    ptr(&["metadata", "annotations", k]),
+                    ptr(&["metadata", map_name, k]),
                     json!(v),
                 );
             }
@@ -321,7 +351,10 @@ mod tests {
     #[test]
     fn bare_container_gets_requests_and_env_created() {
         let pod = json!({"spec": {"containers": [{"name": "build", "image": "x"}]}});
-        let out = apply(&pod, &resource_ops(&pod, 0, &CFG, &env_names()).unwrap());
+        let out = apply(
+            &pod,
+            &resource_ops(&pod, 0, &CFG, &env_names(), &[]).unwrap(),
+        );
         let c = &out["spec"]["containers"][0];
         assert_eq!(
             c["resources"],
@@ -336,19 +369,19 @@ mod tests {
     #[test]
     fn limits_scale_with_requests_and_never_fall_below_them() {
         let pod = json!({"spec": {"containers": [{"name": "b", "resources": {"requests": {"cpu": "3", "memory": "10Gi"}, "limits": {"cpu": "6", "memory": "10Gi"}}}]}});
-        let out = apply(&pod, &resource_ops(&pod, 0, &CFG, &[]).unwrap());
+        let out = apply(&pod, &resource_ops(&pod, 0, &CFG, &[], &[]).unwrap());
         let r = &out["spec"]["containers"][0]["resources"];
         assert_eq!(r["requests"], json!({"cpu": "6", "memory": "12800Mi"}));
         assert_eq!(r["limits"], json!({"cpu": "12", "memory": "12800Mi"}));
         // Limits only (request defaults to the limit): the new limit is the new request.
         let pod = json!({"spec": {"containers": [{"name": "b", "resources": {"limits": {"memory": "4Gi"}}}]}});
-        let out = apply(&pod, &resource_ops(&pod, 0, &CFG, &[]).unwrap());
+        let out = apply(&pod, &resource_ops(&pod, 0, &CFG, &[], &[]).unwrap());
         assert_eq!(
             out["spec"]["containers"][0]["resources"]["limits"]["memory"],
             "12800Mi"
         );
         let bad = json!({"spec": {"containers": [{"name": "b", "resources": {"limits": {"cpu": "lots"}}}]}});
-        assert!(resource_ops(&bad, 0, &CFG, &[])
+        assert!(resource_ops(&bad, 0, &CFG, &[], &[])
             .unwrap_err()
             .contains("unreadable cpu"));
     }
@@ -378,6 +411,10 @@ mod tests {
                     "CMAKE_BUILD_PARALLEL_LEVEL".into(),
                     "CARGO_BUILD_JOBS".into(),
                 ],
+                &[
+                    json!({"name": "OTHER", "value": "mine"}),
+                    json!({"name": "INFRAMIND_PIPELINE", "value": "p"}),
+                ],
             )
             .unwrap(),
         );
@@ -386,6 +423,18 @@ mod tests {
         assert!(env[1].get("value").is_none());
         assert_eq!(env[2], json!({"name": "OTHER", "value": "x"}));
         assert_eq!(env[3], json!({"name": "CARGO_BUILD_JOBS", "value": "6"}));
+        assert_eq!(
+            env[4],
+            json!({"name": "INFRAMIND_PIPELINE", "value": "p"}),
+            "extra env added; the team's own OTHER kept"
+        );
+        assert_eq!(env.as_array().unwrap().len(), 5);
+        assert_eq!(
+            env[4],
+            json!({"name": "INFRAMIND_PIPELINE", "value": "p"}),
+            "extra env added, the team's own OTHER kept"
+        );
+        assert_eq!(env.as_array().unwrap().len(), 5);
         assert_eq!(original(&pod, 0, &env_names()).concurrency, Some(2));
     }
 

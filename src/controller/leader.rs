@@ -65,7 +65,13 @@ pub async fn run_elected(
     let leading = follow_leadership(
         leading,
         &ctx.metrics,
-        || tokio::spawn(run_controller(ctx.clone())),
+        || {
+            let ctx = ctx.clone();
+            // Both stop together when leadership is lost (one task).
+            tokio::spawn(async move {
+                tokio::join!(run_controller(ctx.clone()), super::outcomes::run(ctx));
+            })
+        },
         shutdown,
     )
     .await;

@@ -8,6 +8,7 @@
 //! - [`context`]: client, recorder, store, registry, metrics and memory shared by reconciles.
 //! - [`job`]: execution mode `job` (a batch/v1 Job running `inframind train --training-job`).
 //! - [`leader`], [`http`], [`metrics`]: leader election, health and metrics endpoints.
+//! - [`outcomes`]: the pod outcome watcher (finished build pods → telemetry rows), on the leader.
 
 pub mod context;
 pub mod crd;
@@ -16,6 +17,7 @@ pub mod http;
 pub mod job;
 pub mod leader;
 pub mod metrics;
+pub mod outcomes;
 pub mod plan;
 pub mod reconciler;
 pub mod run;

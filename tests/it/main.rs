@@ -7,6 +7,7 @@ mod harness;
 
 mod cli;
 mod controller;
+mod outcomes;
 mod registry;
 mod reporter;
 mod store;

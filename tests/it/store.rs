@@ -183,7 +183,7 @@ async fn reporter_and_watcher_rows_for_one_pod_merge_in_either_order() {
         // Reporter first, then the watcher.
         assert_eq!(
             store
-                .insert_runs(&[reporter.clone()], t0())
+                .insert_runs(std::slice::from_ref(&reporter), t0())
                 .await
                 .unwrap()
                 .inserted,
@@ -204,7 +204,10 @@ async fn reporter_and_watcher_rows_for_one_pod_merge_in_either_order() {
             ..reporter.clone()
         };
         assert!(store.record_outcome(&w2, t0()).await.unwrap());
-        let merged = store.insert_runs(&[r2.clone()], t0()).await.unwrap();
+        let merged = store
+            .insert_runs(std::slice::from_ref(&r2), t0())
+            .await
+            .unwrap();
         assert_eq!(
             (merged.inserted, merged.duplicates),
             (1, 0),

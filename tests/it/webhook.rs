@@ -192,7 +192,28 @@ async fn build_pods_from_ci_systems_are_right_sized() {
     assert!(
         step["resources"]["requests"]["cpu"].is_string() && step["resources"]["limits"].is_null()
     );
-    assert_eq!(step["env"].as_array().unwrap().len(), 4);
+    let env = step["env"].as_array().unwrap();
+    assert_eq!(
+        env.len(),
+        4 + 9,
+        "4 concurrency variables and the reporter's 9"
+    );
+    let var = |name: &str| env.iter().find(|e| e["name"] == name).cloned().unwrap();
+    assert_eq!(
+        var("INFRAMIND_POD_UID")["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.uid"
+    );
+    assert_eq!(var("INFRAMIND_PIPELINE")["value"], "acme/engine");
+    assert_eq!(var("INFRAMIND_BRANCH")["value"], "pr-12");
+    assert_eq!(
+        var("INFRAMIND_CPU_REQUEST_MILLI")["valueFrom"]["resourceFieldRef"],
+        json!({"containerName": "step-compile", "resource": "requests.cpu", "divisor": "1m"})
+    );
+    assert_eq!(out["metadata"]["labels"]["inframind.io/managed"], "true");
+    assert_eq!(
+        out["metadata"]["labels"]["tekton.dev/pipeline"],
+        "acme/engine"
+    );
     assert_eq!(
         out["metadata"]["annotations"]["inframind.io/pipeline"],
         "acme/engine"

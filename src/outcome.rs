@@ -1,0 +1,249 @@
+//! A finished build pod → a telemetry row (pure). What the pod outcome watcher records.
+//!
+//! The webhook labels every pod it decided on (`inframind.io/managed: "true"`) and annotates
+//! the context it recognised (pipeline, branch, image, node type, container). When the build
+//! container has terminated, its row carries the pipeline context, the requests and concurrency
+//! it ran with, its duration (container start to termination), success (exit code 0), restarts
+//! as `retry_count`, and whether it was OOM-killed. The run_id is `pod-<uid>`, the same as the
+//! in-pod reporter's, so both rows merge.
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
+
+use crate::admission::quantity::{parse_cpu, parse_mem_gb};
+use crate::telemetry::run::UNKNOWN;
+use crate::telemetry::RunRecord;
+
+/// Label the webhook puts on every pod it decided on; the watcher selects on it.
+pub const MANAGED_LABEL: &str = "inframind.io/managed";
+
+/// The run_id of a pod's build.
+pub fn run_id(pod_uid: &str) -> String {
+    format!("pod-{pod_uid}")
+}
+
+fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
+    pod.metadata
+        .annotations
+        .as_ref()?
+        .get(key)
+        .map(String::as_str)
+        .filter(|s| !s.is_empty())
+}
+
+/// Concurrency from the container's env (INFRAMIND_CONCURRENCY, else a `-jN` in MAKEFLAGS).
+fn concurrency(env: &[k8s_openapi::api::core::v1::EnvVar]) -> Option<u32> {
+    let value = |name: &str| {
+        env.iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.as_deref())
+    };
+    value("INFRAMIND_CONCURRENCY")
+        .and_then(|v| v.trim().parse().ok())
+        .or_else(|| {
+            value("MAKEFLAGS").and_then(|f| {
+                f.split_whitespace()
+                    .find_map(|t| t.strip_prefix("-j")?.parse().ok())
+            })
+        })
+        .or_else(|| value("CMAKE_BUILD_PARALLEL_LEVEL").and_then(|v| v.trim().parse().ok()))
+}
+
+/// The build container's final termination, if it has ended.
+fn terminated<'a>(pod: &'a Pod, container: &str) -> Option<(&'a ContainerStateTerminated, u32)> {
+    let status = pod
+        .status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|s| s.name == container)?;
+    let t = status.state.as_ref()?.terminated.as_ref()?;
+    Some((t, status.restart_count.max(0) as u32))
+}
+
+/// The row for `pod`: `None` while its build is still running; `Err` when it ended but cannot
+/// be described (the reason says which field is missing). `node_type` is the instance type of
+/// the node it ran on, when known.
+pub fn run_from_pod(pod: &Pod, node_type: Option<&str>) -> Option<Result<RunRecord, String>> {
+    let spec = pod.spec.as_ref()?;
+    let container_name = annotation(pod, "inframind.io/container")
+        .map(str::to_string)
+        .or_else(|| spec.containers.first().map(|c| c.name.clone()))?;
+    let (term, restarts) = terminated(pod, &container_name)?;
+    Some(describe(pod, &container_name, term, restarts, node_type))
+}
+
+fn describe(
+    pod: &Pod,
+    container_name: &str,
+    term: &ContainerStateTerminated,
+    restarts: u32,
+    node_type: Option<&str>,
+) -> Result<RunRecord, String> {
+    let uid = pod.metadata.uid.as_deref().ok_or("pod has no uid")?;
+    let pipeline = annotation(pod, "inframind.io/pipeline")
+        .ok_or("pod has no inframind.io/pipeline annotation")?;
+    let spec = pod.spec.as_ref().ok_or("pod has no spec")?;
+    let container = spec
+        .containers
+        .iter()
+        .find(|c| c.name == container_name)
+        .ok_or_else(|| format!("container {container_name} is not in the pod"))?;
+    let requests = container
+        .resources
+        .as_ref()
+        .and_then(|r| r.requests.as_ref())
+        .ok_or_else(|| format!("container {container_name} has no resource requests"))?;
+    let cpu_req = requests
+        .get("cpu")
+        .and_then(|q| parse_cpu(&q.0))
+        .ok_or("cpu request missing or unreadable")?;
+    let mem_req_gb = requests
+        .get("memory")
+        .and_then(|q| parse_mem_gb(&q.0))
+        .ok_or("memory request missing or unreadable")?;
+    let started: DateTime<Utc> = term
+        .started_at
+        .as_ref()
+        .map(crate::controller::crd::chrono_time)
+        .ok_or("build container has no start time")?;
+    let finished: DateTime<Utc> = term
+        .finished_at
+        .as_ref()
+        .map(crate::controller::crd::chrono_time)
+        .ok_or("build container has no finish time")?;
+    let duration_s = (finished - started).num_milliseconds() as f64 / 1000.0;
+    if duration_s < 0.0 {
+        return Err(format!(
+            "build container finished before it started ({duration_s}s)"
+        ));
+    }
+    Ok(RunRecord {
+        run_id: run_id(uid),
+        pipeline: pipeline.to_string(),
+        branch: annotation(pod, "inframind.io/branch")
+            .unwrap_or(UNKNOWN)
+            .to_string(),
+        image: annotation(pod, "inframind.io/image")
+            .map(str::to_string)
+            .or_else(|| container.image.clone())
+            .unwrap_or_else(|| UNKNOWN.to_string()),
+        node: node_type
+            .or_else(|| annotation(pod, "inframind.io/node-type"))
+            .unwrap_or(UNKNOWN)
+            .to_string(),
+        cpu_req,
+        mem_req_gb,
+        concurrency: container
+            .env
+            .as_deref()
+            .and_then(concurrency)
+            .unwrap_or(1)
+            .max(1),
+        max_rss_gb: None,
+        io_read_gb: None,
+        io_write_gb: None,
+        cache_hit_ratio: None,
+        num_steps: None,
+        avg_step_duration_s: None,
+        duration_s,
+        success: term.exit_code == 0,
+        retry_count: restarts,
+        oom_killed: term.reason.as_deref() == Some("OOMKilled"),
+        started_at: started,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    pub(crate) fn finished_pod(exit_code: i32, reason: &str, restarts: i32) -> Pod {
+        serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "runner-abc", "namespace": "ci", "uid": "7f1c-42",
+                "labels": {"inframind.io/managed": "true"},
+                "annotations": {"inframind.io/pipeline": "acme/api", "inframind.io/branch": "main", "inframind.io/container": "build",
+                                "inframind.io/image": "rust:1.82", "inframind.io/node-type": "unknown", "inframind.io/decision": "applied"}},
+            "spec": {"nodeName": "ip-10-0-0-1", "containers": [
+                {"name": "helper", "image": "helper"},
+                {"name": "build", "image": "rust:1.82", "resources": {"requests": {"cpu": "6", "memory": "12800Mi"}},
+                 "env": [{"name": "MAKEFLAGS", "value": "-k -j6"}, {"name": "INFRAMIND_CONCURRENCY", "value": "6"}]}]},
+            "status": {"phase": if exit_code == 0 { "Succeeded" } else { "Failed" }, "containerStatuses": [
+                {"name": "helper", "ready": false, "restartCount": 0, "image": "helper", "imageID": "", "state": {"running": {"startedAt": "2026-11-27T10:00:00Z"}}},
+                {"name": "build", "ready": false, "restartCount": restarts, "image": "rust:1.82", "imageID": "",
+                 "state": {"terminated": {"exitCode": exit_code, "reason": reason, "startedAt": "2026-11-27T10:00:05Z", "finishedAt": "2026-11-27T10:05:17Z"}}}]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_finished_build_becomes_a_row() {
+        let run = run_from_pod(&finished_pod(0, "Completed", 0), Some("m5.2xlarge"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(run.run_id, "pod-7f1c-42");
+        assert_eq!(
+            (
+                run.pipeline.as_str(),
+                run.branch.as_str(),
+                run.image.as_str(),
+                run.node.as_str()
+            ),
+            ("acme/api", "main", "rust:1.82", "m5.2xlarge")
+        );
+        assert_eq!(
+            (run.cpu_req, run.mem_req_gb, run.concurrency),
+            (6.0, 12.5, 6)
+        );
+        assert_eq!(run.duration_s, 312.0);
+        assert!(run.success && !run.oom_killed);
+        assert_eq!(run.started_at.to_rfc3339(), "2026-11-27T10:00:05+00:00");
+        // The row passes the same validation as any ingested row.
+        crate::telemetry::validate_row(&crate::telemetry::run::to_raw_row(&run), Utc::now())
+            .unwrap();
+    }
+
+    #[test]
+    fn oom_kills_and_restarts_are_recorded_as_failures() {
+        let run = run_from_pod(&finished_pod(137, "OOMKilled", 2), None)
+            .unwrap()
+            .unwrap();
+        assert!(!run.success && run.oom_killed);
+        assert_eq!(run.retry_count, 2);
+        assert_eq!(run.node, "unknown");
+    }
+
+    #[test]
+    fn running_pods_wait_and_undescribable_ones_say_why() {
+        let mut running = finished_pod(0, "Completed", 0);
+        running
+            .status
+            .as_mut()
+            .unwrap()
+            .container_statuses
+            .as_mut()
+            .unwrap()[1]
+            .state = Some(Default::default());
+        assert!(run_from_pod(&running, None).is_none());
+        let mut anonymous = finished_pod(0, "Completed", 0);
+        anonymous
+            .metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .remove("inframind.io/pipeline");
+        assert!(run_from_pod(&anonymous, None)
+            .unwrap()
+            .unwrap_err()
+            .contains("inframind.io/pipeline"));
+        let mut no_requests = finished_pod(0, "Completed", 0);
+        no_requests.spec.as_mut().unwrap().containers[1].resources = None;
+        assert!(run_from_pod(&no_requests, None)
+            .unwrap()
+            .unwrap_err()
+            .contains("no resource requests"));
+    }
+}
