@@ -98,6 +98,8 @@ pub enum Command {
     Crd,
     /// Serve the mutating admission webhook over HTTPS.
     Webhook(Box<crate::webhook::WebhookArgs>),
+    /// Serve the HTTP API: ingest runs, pipeline stats, recommendations, training.
+    Api(Box<crate::api::ApiArgs>),
     /// Post this build's telemetry (cgroup peak memory and I/O, cache stats) to the InfraMind API.
     Report(Box<crate::reporter::ReportArgs>),
 }
@@ -440,6 +442,7 @@ pub async fn run(global: &Global, command: Command) -> anyhow::Result<()> {
         Command::Recommend(a) => recommend(global, *a).await,
         Command::Controller(a) => crate::controller::run(global, a).await,
         Command::Webhook(a) => crate::webhook::run(global, *a).await,
+        Command::Api(a) => crate::api::run(global, *a).await,
         Command::Report(a) => crate::reporter::run(*a).await,
         Command::Crd => {
             print!("{}", crate::controller::crd_yaml()?);

@@ -4,6 +4,7 @@
 //! the store, registry, Kubernetes and HTTP edges translate between the world and those values.
 
 pub mod admission;
+pub mod api;
 pub mod cli;
 pub mod client;
 pub mod controller;

@@ -55,7 +55,7 @@ fn json_error(status: StatusCode, reason: &str) -> warp::reply::Response {
 }
 
 /// Reads the body up to `cap` bytes; `Err(413)` past it.
-async fn read_capped(
+pub(crate) async fn read_capped(
     declared: Option<u64>,
     mut body: impl futures::Stream<Item = Result<impl Buf, warp::Error>> + Unpin,
     cap: u64,

@@ -223,3 +223,106 @@ pub fn apply_response(
     }
     out
 }
+
+/// A TCP proxy that can be cut and restored on the same port: a real network outage of the
+/// service behind it, without touching the shared server.
+#[allow(dead_code)]
+pub struct TcpProxy {
+    /// The proxy's address.
+    pub addr: std::net::SocketAddr,
+    target: std::net::SocketAddr,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+#[allow(dead_code)]
+impl TcpProxy {
+    /// Proxies a fresh local port to `target`.
+    pub async fn start(target: std::net::SocketAddr) -> TcpProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        TcpProxy {
+            addr,
+            target,
+            task: Some(Self::serve(listener, target)),
+        }
+    }
+
+    fn serve(
+        listener: tokio::net::TcpListener,
+        target: std::net::SocketAddr,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                conns.spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        })
+    }
+
+    /// Cuts every connection and stops listening.
+    pub fn cut(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+
+    /// Listens again on the same port.
+    pub async fn restore(&mut self) {
+        let listener = tokio::net::TcpListener::bind(self.addr)
+            .await
+            .expect("rebinding the proxy port");
+        self.task = Some(Self::serve(listener, self.target));
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}
+
+/// `url` with its `host:port` replaced by `addr`.
+#[allow(dead_code)]
+pub fn with_host(url: &str, addr: std::net::SocketAddr) -> String {
+    let start = url
+        .find('@')
+        .map(|i| i + 1)
+        .or_else(|| url.find("://").map(|i| i + 3))
+        .unwrap();
+    let end = url[start..]
+        .find('/')
+        .map(|i| start + i)
+        .unwrap_or(url.len());
+    format!("{}{addr}{}", &url[..start], &url[end..])
+}
+
+/// The PostgreSQL server's socket address, from the test URL.
+#[allow(dead_code)]
+pub fn pg_addr() -> std::net::SocketAddr {
+    let url = pg_url();
+    let start = url
+        .find('@')
+        .map(|i| i + 1)
+        .or_else(|| url.find("://").map(|i| i + 3))
+        .unwrap();
+    let end = url[start..]
+        .find('/')
+        .map(|i| start + i)
+        .unwrap_or(url.len());
+    let hostport = &url[start..end];
+    let hostport = if hostport.contains(':') {
+        hostport.to_string()
+    } else {
+        format!("{hostport}:5432")
+    };
+    use std::net::ToSocketAddrs;
+    hostport
+        .to_socket_addrs()
+        .expect("resolving the PostgreSQL address")
+        .next()
+        .unwrap()
+}

@@ -1,0 +1,315 @@
+//! The HTTP API with the real PostgreSQL: ingestion, auth, limits, stats, recommendations,
+//! in-process training, and a database outage (a TCP proxy cut in front of PostgreSQL).
+
+use std::sync::Arc;
+
+use inframind::api::{self, ApiState, TokenFile, Training};
+use inframind::client::Connection;
+use inframind::optimizer::{Optimizer, OptimizerConfig};
+use inframind::registry::LiveModel;
+use serde_json::{json, Value};
+
+use crate::harness::{pg_addr, pg_schema_url, with_host, TcpProxy};
+
+struct TestApi {
+    addr: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+const INGEST: &str = "ingest-secret-token";
+const ADMIN: &str = "admin-secret-token";
+
+async fn start(database_url: &str) -> TestApi {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ingest"), format!("{INGEST}\n")).unwrap();
+    std::fs::write(dir.path().join("admin"), ADMIN).unwrap();
+    let global = inframind::cli::Global {
+        database_url: database_url.to_string(),
+        models_dir: dir.path().join("models"),
+        redis_url: None,
+        redis_prefix: "im".into(),
+        log_format: inframind::cli::LogFormat::Text,
+    };
+    let state = Arc::new(ApiState::new(
+        database_url.to_string(),
+        TokenFile::open(dir.path().join("ingest")).unwrap(),
+        Some(TokenFile::open(dir.path().join("admin")).unwrap()),
+        Arc::new(LiveModel::new()),
+        Optimizer::new(OptimizerConfig {
+            exploration_rate: 0.0,
+            ..Default::default()
+        }),
+        1024 * 1024,
+        Training::InProcess(Box::new(api::in_process_training(&global).unwrap())),
+    ));
+    let (addr, server) = api::spawn("127.0.0.1:0".parse().unwrap(), None, state)
+        .await
+        .unwrap();
+    TestApi {
+        addr,
+        _dir: dir,
+        _server: server,
+    }
+}
+
+impl TestApi {
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Vec<u8>,
+    ) -> (u16, Value) {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("authorization", a.as_str())).collect();
+        let (status, bytes) = Connection::plain(self.addr)
+            .await
+            .unwrap()
+            .send(method, path, &headers, body)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+}
+
+fn run(id: &str, pipeline: &str, cpu: f64) -> Value {
+    json!({"run_id": id, "pipeline": pipeline, "branch": "main", "cpu_req": cpu, "mem_req_gb": 8, "concurrency": 4,
+           "duration_s": 300, "success": 1, "max_rss_gb": 3.2, "started_at": "2026-11-26T10:00:00Z"})
+}
+
+#[tokio::test]
+async fn ingest_reports_accepted_rejected_and_duplicates() {
+    let api = start(&pg_schema_url().await).await;
+    let batch = json!([run("r1", "acme/api", 4.0), {"pipeline": "acme/api", "cpu_req": -1, "mem_req_gb": 8, "concurrency": 4, "duration_s": 1, "success": 1}, run("r2", "acme/api", 6.0), 7]);
+    let (status, report) = api
+        .call(
+            "POST",
+            "/v1/runs",
+            Some(INGEST),
+            serde_json::to_vec(&batch).unwrap(),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(report["accepted"], 2);
+    assert_eq!(report["duplicates"], 0);
+    assert_eq!(
+        report["rejected"],
+        json!([{"row": 2, "field": "cpu_req", "reason": "must not be negative, got -1"}, {"row": 4, "field": "<row>", "reason": "expected a JSON object, got 7"}])
+    );
+    // One run, and the same again: a duplicate.
+    let (_, report) = api
+        .call(
+            "POST",
+            "/v1/runs",
+            Some(ADMIN),
+            serde_json::to_vec(&run("r1", "acme/api", 4.0)).unwrap(),
+        )
+        .await;
+    assert_eq!(
+        (report["accepted"].as_u64(), report["duplicates"].as_u64()),
+        (Some(0), Some(1))
+    );
+
+    let (status, stats) = api
+        .call("GET", "/v1/pipelines/acme/api/stats", Some(INGEST), vec![])
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(stats["runs"], 2);
+    assert_eq!(stats["last_success"]["cpu"], 6.0);
+    assert_eq!(
+        api.call(
+            "GET",
+            "/v1/pipelines/acme%2Fapi/stats",
+            Some(INGEST),
+            vec![]
+        )
+        .await
+        .1["runs"],
+        2
+    );
+    assert_eq!(
+        api.call("GET", "/v1/pipelines/nobody/stats", Some(INGEST), vec![])
+            .await
+            .0,
+        404
+    );
+
+    let (status, decision) = api
+        .call(
+            "POST",
+            "/v1/recommendations",
+            Some(INGEST),
+            br#"{"pipeline": "acme/api", "seed": 1}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(decision["cold_start"], true, "no model yet");
+    assert_eq!(decision["baseline"]["cpu"], 6.0);
+    assert!(decision["config"]["mem_gb"].as_f64().unwrap() >= 1.2 * 3.2);
+}
+
+#[tokio::test]
+async fn auth_limits_and_malformed_bodies_get_clear_answers() {
+    let api = start(&pg_schema_url().await).await;
+    let body = serde_json::to_vec(&run("x", "p", 2.0)).unwrap();
+    let (status, err) = api.call("POST", "/v1/runs", None, body.clone()).await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (401, Some("missing bearer token"))
+    );
+    assert_eq!(
+        api.call("POST", "/v1/runs", Some("guess"), body.clone())
+            .await
+            .0,
+        401
+    );
+    let (status, err) = api.call("POST", "/v1/train", Some(INGEST), vec![]).await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (403, Some("training needs the admin token"))
+    );
+    let (status, err) = api
+        .call("POST", "/v1/runs", Some(INGEST), b"{not json".to_vec())
+        .await;
+    assert_eq!(status, 400);
+    assert!(err["error"].as_str().unwrap().starts_with("malformed JSON"));
+    let (status, _) = api
+        .call(
+            "POST",
+            "/v1/runs",
+            Some(INGEST),
+            vec![b' '; 2 * 1024 * 1024],
+        )
+        .await;
+    assert_eq!(status, 413);
+    let (status, err) = api
+        .call(
+            "POST",
+            "/v1/recommendations",
+            Some(INGEST),
+            br#"{"pipe": "x"}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(err["error"]
+        .as_str()
+        .unwrap()
+        .contains("unknown field `pipe`"));
+    assert_eq!(
+        api.call("GET", "/v1/nothing", Some(INGEST), vec![]).await.0,
+        404
+    );
+    // Nothing was stored by any of these.
+    let (_, stats) = api
+        .call("GET", "/v1/pipelines/p/stats", Some(INGEST), vec![])
+        .await;
+    assert!(stats["error"].as_str().unwrap().contains("no runs"));
+}
+
+#[tokio::test]
+async fn admin_train_runs_in_process_without_kubernetes() {
+    let api = start(&pg_schema_url().await).await;
+    let runs: Vec<Value> = inframind::simulate::demo_runs(500, chrono::Utc::now(), 31)
+        .iter()
+        .map(|r| serde_json::to_value(inframind::telemetry::run::to_raw_row(r)).unwrap())
+        .collect();
+    let (_, report) = api
+        .call(
+            "POST",
+            "/v1/runs",
+            Some(INGEST),
+            serde_json::to_vec(&json!({"runs": runs})).unwrap(),
+        )
+        .await;
+    assert_eq!(report["accepted"], 500);
+    let spec = json!({"hyperparameters": {"trees": 20, "maxDepth": 8}, "gates": {"maxMaeSeconds": 1000, "minR2": 0.3}});
+    let (status, body) = api
+        .call(
+            "POST",
+            "/v1/train",
+            Some(ADMIN),
+            serde_json::to_vec(&spec).unwrap(),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let st = &body["status"];
+    assert_eq!(st["phase"], "Succeeded", "{body}");
+    assert_eq!(st["promoted"], true);
+    assert!(st["version"].as_str().unwrap().starts_with("model_v"));
+    // A spec that fails validation is refused with its reason.
+    let (status, body) = api
+        .call(
+            "POST",
+            "/v1/train",
+            Some(ADMIN),
+            br#"{"hyperparameters": {"trees": 0}}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+}
+
+#[tokio::test]
+async fn a_database_outage_is_503_with_retry_after_and_loses_nothing_acknowledged() {
+    let url = pg_schema_url().await;
+    let mut proxy = TcpProxy::start(pg_addr()).await;
+    let api = start(&with_host(&url, proxy.addr)).await;
+    let (status, r) = api
+        .call(
+            "POST",
+            "/v1/runs",
+            Some(INGEST),
+            serde_json::to_vec(&run("before", "db", 2.0)).unwrap(),
+        )
+        .await;
+    assert_eq!((status, r["accepted"].as_u64()), (200, Some(1)));
+
+    proxy.cut();
+    let mut conn = Connection::plain(api.addr).await.unwrap();
+    let auth = format!("Bearer {INGEST}");
+    let (status, body) = conn
+        .send(
+            "POST",
+            "/v1/runs",
+            &[("authorization", &auth)],
+            serde_json::to_vec(&run("during", "db", 2.0)).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("nothing was stored"));
+
+    proxy.restore().await;
+    // The client retries after Retry-After; the run is stored exactly once.
+    let mut stored = false;
+    for _ in 0..20 {
+        let (status, r) = api
+            .call(
+                "POST",
+                "/v1/runs",
+                Some(INGEST),
+                serde_json::to_vec(&run("during", "db", 2.0)).unwrap(),
+            )
+            .await;
+        if status == 200 {
+            assert_eq!(r["accepted"], 1);
+            stored = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(stored, "the API recovered once the database was back");
+    let store = inframind::telemetry::Store::connect(&url).await.unwrap();
+    let ids: Vec<String> = store
+        .recent_runs("db", 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.run_id)
+        .collect();
+    assert_eq!(ids, vec!["before".to_string(), "during".to_string()]);
+}
