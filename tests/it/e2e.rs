@@ -31,7 +31,7 @@ use crate::harness::{
 
 fn build_pod(pipeline: &str, image: &str, n: usize) -> Value {
     json!({"apiVersion": "v1", "kind": "Pod",
-        "metadata": {"generateName": "build-", "namespace": "ci", "labels": {"inframind.io/pipeline": pipeline}, "annotations": {"inframind.io/branch": if n % 3 == 0 { "main" } else { "pr-1" }}},
+        "metadata": {"generateName": "build-", "namespace": "ci", "labels": {"inframind.io/pipeline": pipeline}, "annotations": {"inframind.io/branch": if n.is_multiple_of(3) { "main" } else { "pr-1" }}},
         "spec": {"containers": [{"name": "build", "image": image,
             "resources": {"requests": {"cpu": "4", "memory": "8Gi"}}, "env": [{"name": "MAKEFLAGS", "value": "-j4"}]}],
             "nodeSelector": {"node.kubernetes.io/instance-type": "m5.2xlarge"}}})
