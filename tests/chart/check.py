@@ -589,7 +589,8 @@ def check_invariants(name: str, v: dict, objs: list[dict], runner: Runner):
         want = (expand("inframind.io", "trainingjobs", ["get", "list", "watch", "create"])
                 | expand("inframind.io", "trainingjobs/status", ["get", "patch"])
                 | expand("events.k8s.io", "events", ["create", "patch"])
-                | expand("", "pods", ["get", "list", "watch"]))
+                | expand("", "pods", ["get", "list", "watch"])
+                | expand("", "nodes", ["get"]))
         if v["controller"]["batchJobs"]:
             want |= expand("batch", "jobs", ["create", "get", "list", "watch", "delete"])
         assert cluster == want, f"controller cluster grants differ: extra {sorted(cluster - want)}, missing {sorted(want - cluster)}"

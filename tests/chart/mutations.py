@@ -95,6 +95,9 @@ MUTATIONS = [
     ("invalid CRD", both(write("crds/trainingjobs.inframind.io.yaml", CRD.replace("scope: Namespaced", "scope: Namespaced\n  bogus: 1")), write("charts/inframind/crds/trainingjobs.inframind.io.yaml", CRD.replace("scope: Namespaced", "scope: Namespaced\n  bogus: 1"))), "every CRD validates"),
     ("CRD without the status subresource", both(write("crds/trainingjobs.inframind.io.yaml", CRD.replace("      subresources:\n        status: {}\n", "")), write("charts/inframind/crds/trainingjobs.inframind.io.yaml", CRD.replace("      subresources:\n        status: {}\n", ""))), "TrainingJob CRD matches"),
     ("Dockerfile runs as root", edit("deploy/Dockerfile", "USER 65532:65532", "USER root"), "deploy/Dockerfile"),
+    # the pod outcome watcher
+    ("controller cannot get Nodes", edit(T + "controller-rbac.yaml", '  - apiGroups: [""]\n    resources: ["nodes"]\n    verbs: ["get"]\n', ""), "RBAC least privilege"),
+    ("controller may list Nodes", edit(T + "controller-rbac.yaml", 'resources: ["nodes"]\n    verbs: ["get"]', 'resources: ["nodes"]\n    verbs: ["get", "list"]'), "RBAC least privilege"),
 ]
 
 
