@@ -6,11 +6,13 @@
 //!
 //! Layout: the two children of an internal node are adjacent (`left`, `left + 1`); a row goes
 //! right when `!(x[feature] <= threshold)`, exactly smartcore's rule (NaN goes right). A leaf
-//! has `feature == n_features`, points at itself and keeps its output in `threshold`.
+//! has `feature == n_features` (a virtual feature that is always −∞), points at itself and keeps
+//! its output in `threshold`.
 //!
-//! Rows walk each tree as a group (see `walk`): the optimizer's 125 candidates share every
-//! feature but their config columns, so most splits send the whole group one way at the cost of
-//! one comparison.
+//! Two walks (see `walk`): rows side by side for a fixed number of branch-free steps, or, when
+//! most features are equal in every row (the optimizer's 125 candidates differ only in their
+//! config columns), rows as a group that a split on an equal feature sends one way at the cost
+//! of one comparison.
 
 use serde::{Deserialize, Serialize};
 use smartcore::ensemble::random_forest_regressor::{
@@ -452,29 +454,13 @@ impl CompactForest {
         self.trees.iter().map(|t| t.depth).max().unwrap_or(0)
     }
 
-    /// Calls `f(row, tree, output)` for every row of row-major `rows` and every tree, trees in order.
-    ///
     /// Rows travel through each tree as groups: a split on a feature whose value is the same in
     /// every row (the optimizer's candidates differ only in their config columns) sends the whole
     /// group one way with a single comparison; a split on a varying feature partitions the group.
-    /// The comparisons are exactly smartcore's, so every row ends in the same leaf.
-    #[inline]
-    fn walk(&self, rows: &[f64], mut f: impl FnMut(usize, usize, f64)) {
+    fn walk_grouped(&self, rows: &[f64], varies: &[bool], mut f: impl FnMut(usize, usize, f64)) {
         let nf = self.n_features;
-        let n_rows = rows.len() / nf.max(1);
-        if n_rows == 0 {
-            return;
-        }
-        let rows = &rows[..n_rows * nf];
+        let n_rows = rows.len() / nf;
         let first = &rows[..nf];
-        let varies: Vec<bool> = (0..=nf)
-            .map(|j| {
-                j < nf
-                    && rows
-                        .chunks_exact(nf)
-                        .any(|r| r[j].to_bits() != first[j].to_bits())
-            })
-            .collect();
         let nodes = &self.nodes[..];
         let mut order: Vec<u32> = (0..n_rows as u32).collect();
         let mut stack: Vec<(u32, usize, usize)> = Vec::with_capacity(64);
@@ -521,6 +507,81 @@ impl CompactForest {
                     }
                 }
             }
+        }
+    }
+
+    /// Rows walk each tree side by side, a fixed number of branch-free steps (the tree's depth):
+    /// a leaf points at itself and tests a virtual feature that is always −∞, so walking past it
+    /// stays on it. Several rows at once let their memory loads overlap.
+    fn walk_lanes(&self, rows: &[f64], mut f: impl FnMut(usize, usize, f64)) {
+        const LANES: usize = 16;
+        let nf = self.n_features;
+        let stride = nf + 1;
+        let mut padded = Vec::with_capacity(rows.len() / nf * stride);
+        for row in rows.chunks_exact(nf) {
+            padded.extend_from_slice(row);
+            padded.push(f64::NEG_INFINITY);
+        }
+        let n_rows = padded.len() / stride;
+        let nodes = &self.nodes[..];
+        for (t, info) in self.trees.iter().enumerate() {
+            let mut start = 0;
+            while start < n_rows {
+                let lanes = LANES.min(n_rows - start);
+                let mut idx = [info.root; LANES];
+                let mut base = [0usize; LANES];
+                for (l, b) in base.iter_mut().enumerate().take(lanes) {
+                    *b = (start + l) * stride;
+                }
+                for _ in 0..info.depth {
+                    for l in 0..lanes {
+                        // SAFETY: a forest is only built by `from_smartcore` or `from_parts`,
+                        // which guarantee every index is in range: roots and children index
+                        // `nodes` (internal nodes have `left + 1 < nodes.len()`, leaves point at
+                        // themselves), and `feature <= n_features` indexes the padded row of
+                        // `n_features + 1` values that starts at `base[l]`.
+                        let (n, x) = unsafe {
+                            let n = *nodes.get_unchecked(idx[l] as usize);
+                            (n, *padded.get_unchecked(base[l] + n.feature as usize))
+                        };
+                        // `!(x <= t)` rather than `x > t`: NaN must go right, as in smartcore.
+                        #[allow(clippy::neg_cmp_op_on_partial_ord)]
+                        let right = !(x <= n.threshold);
+                        idx[l] = n.left + u32::from(right);
+                    }
+                }
+                for (l, slot) in idx.iter().enumerate().take(lanes) {
+                    f(start + l, t, nodes[*slot as usize].threshold);
+                }
+                start += lanes;
+            }
+        }
+    }
+
+    /// Calls `f(row, tree, output)` for every row of row-major `rows` and every tree, trees in
+    /// order: grouped when most features are the same in every row (the optimizer's candidates),
+    /// side by side otherwise. Both make exactly smartcore's comparisons.
+    #[inline]
+    fn walk(&self, rows: &[f64], f: impl FnMut(usize, usize, f64)) {
+        let nf = self.n_features;
+        let n_rows = rows.len() / nf.max(1);
+        if n_rows == 0 {
+            return;
+        }
+        let rows = &rows[..n_rows * nf];
+        let first = &rows[..nf];
+        let varies: Vec<bool> = (0..=nf)
+            .map(|j| {
+                j < nf
+                    && rows
+                        .chunks_exact(nf)
+                        .any(|r| r[j].to_bits() != first[j].to_bits())
+            })
+            .collect();
+        if n_rows > 1 && varies.iter().filter(|v| **v).count() * 3 <= nf {
+            self.walk_grouped(rows, &varies, f);
+        } else {
+            self.walk_lanes(rows, f);
         }
     }
 
@@ -599,6 +660,18 @@ pub(crate) mod tests {
         let got = compact.predict(&xt);
         for (e, g) in expected.iter().zip(&got) {
             assert_eq!(e.to_bits(), g.to_bits(), "{e} vs {g}");
+        }
+        // Candidate-like rows (only one column varies) take the grouped walk: same answers.
+        let mut candidates = Vec::new();
+        for k in 0..60 {
+            let mut r = xt[..4].to_vec();
+            r[0] = k as f64 / 6.0;
+            candidates.extend(r);
+        }
+        let m = DenseMatrix::new(60, 4, candidates.clone(), false).unwrap();
+        let expected_c = model.predict(&m).unwrap();
+        for (e, g) in expected_c.iter().zip(compact.predict(&candidates)) {
+            assert_eq!(e.to_bits(), g.to_bits(), "grouped walk: {e} vs {g}");
         }
         // The spread's mean is the same prediction.
         let spread = compact.predict_with_spread(&xt);
