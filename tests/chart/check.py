@@ -9,9 +9,11 @@ For each values set below, with Helm 4's own library (helm-python-sdk):
     and reported; any other kind it does not know fails;
   - the product's invariants on the rendered objects: the webhook configuration (CREATE pods only,
     failurePolicy Ignore, timeout, sideEffects, v1, reinvocation, which pods reach which webhook),
-    the three certificate modes, least-privilege RBAC (exact rules per component), the restricted
-    Pod Security Standard, probes, ports, the binary's environment contract, PDBs, anti-affinity,
-    ServiceMonitor and NetworkPolicy.
+    the three certificate modes, least-privilege RBAC (exact rules per ServiceAccount: webhook,
+    controller, API), the restricted Pod Security Standard, probes, ports, the binary's environment
+    contract, the API's token files from the named Secrets, Services that select one component's
+    pods only, PDBs, anti-affinity, ServiceMonitor, NetworkPolicy coverage of every component, and
+    NOTES.txt's reporter instructions.
 Then: values.schema.json rejects wrong types and ranges; README documents every value; the chart's
 crds/ equals the top-level crds/ and every CRD validates; deploy/inframind.yaml equals a fresh
 render; deploy/Dockerfile has the agreed shape.
@@ -58,11 +60,18 @@ SKIPPED_KINDS = {
 # The binary's environment contract.
 COMMON_ENV = ["INFRAMIND_DATABASE_URL", "INFRAMIND_REDIS_URL", "INFRAMIND_MODELS_DIR", "INFRAMIND_LOG",
               "INFRAMIND_LOG_FORMAT"]
-WEBHOOK_ENV = ["INFRAMIND_DRY_RUN", "INFRAMIND_OBJECTIVE", "INFRAMIND_EXPLORATION_RATE", "INFRAMIND_MIN_CPU",
-               "INFRAMIND_MAX_CPU", "INFRAMIND_MIN_MEM_GB", "INFRAMIND_MAX_MEM_GB", "INFRAMIND_MIN_CONCURRENCY",
-               "INFRAMIND_MAX_CONCURRENCY", "INFRAMIND_CONCURRENCY_ENV", "INFRAMIND_CPU_PRICE_PER_HOUR",
-               "INFRAMIND_MEM_PRICE_PER_GB_HOUR"]
+# The optimizer's settings (OptimizerArgs): the webhook's and the API's (POST /v1/recommendations).
+OPTIMIZER_ENV = ["INFRAMIND_OBJECTIVE", "INFRAMIND_EXPLORATION_RATE", "INFRAMIND_MIN_CPU", "INFRAMIND_MAX_CPU",
+                 "INFRAMIND_MIN_MEM_GB", "INFRAMIND_MAX_MEM_GB", "INFRAMIND_MIN_CONCURRENCY",
+                 "INFRAMIND_MAX_CONCURRENCY", "INFRAMIND_CPU_PRICE_PER_HOUR", "INFRAMIND_MEM_PRICE_PER_GB_HOUR"]
+WEBHOOK_ONLY_ENV = ["INFRAMIND_DRY_RUN", "INFRAMIND_CONCURRENCY_ENV"]
+WEBHOOK_ENV = WEBHOOK_ONLY_ENV + OPTIMIZER_ENV
 CONTROLLER_ENV = ["INFRAMIND_LEASE_NAME", "POD_NAME", "POD_NAMESPACE"]
+# `inframind api`: always, and when configured (admin token, TLS, training namespace).
+API_ENV = ["INFRAMIND_INGEST_TOKEN_FILE", "INFRAMIND_API_MAX_BODY_BYTES"] + OPTIMIZER_ENV
+API_OPTIONAL_ENV = ["INFRAMIND_ADMIN_TOKEN_FILE", "INFRAMIND_API_TLS_CERT", "INFRAMIND_API_TLS_KEY",
+                    "INFRAMIND_TRAINING_NAMESPACE"]
+API_PORT = 8081
 MODELS_DIR = "/var/lib/inframind/models"
 # Volume types the restricted Pod Security Standard allows.
 RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
@@ -101,6 +110,7 @@ VALUE_SETS: dict[str, dict] = {
     },
     "webhook-only-single": {
         "controller": {"enabled": False},
+        "api": {"enabled": False},
         "webhook": {"replicas": 1, "podAntiAffinity": "hard", "excludedNamespaces": ["kube-system", "gitlab"],
                     "extraEnv": [{"name": "RUST_BACKTRACE", "value": "1"}],
                     "tolerations": [{"key": "ci", "operator": "Exists", "effect": "NoSchedule"}]},
@@ -110,7 +120,28 @@ VALUE_SETS: dict[str, dict] = {
     },
     "controller-no-batch": {"controller": {"batchJobs": False, "replicas": 1, "podAntiAffinity": "none",
                                            "leaseName": "im-leader"},
+                            "api": {"replicas": 1, "podAntiAffinity": "none"},
                             "fullnameOverride": "im"},
+    # The API creating TrainingJobs (its one Role), with an admin token, TLS and its own peers.
+    "api-training-tls": {
+        "api": {"trainingNamespace": "ci-training", "replicas": 3, "podAntiAffinity": "hard",
+                "maxBodyBytes": 1048576,
+                "ingestToken": {"secretName": "ci-ingest", "key": "ingest-token"},
+                "adminToken": {"secretName": "ci-admin", "key": "admin.token"},
+                "tls": {"enabled": True, "secretName": "inframind-api-tls"},
+                "podDisruptionBudget": {"minAvailable": 2},
+                "extraEnv": [{"name": "RUST_BACKTRACE", "value": "1"}]},
+        "serviceAccount": {"api": {"name": "ingest"}},
+        "networkPolicy": {"enabled": True,
+                          "api": {"from": [{"namespaceSelector": {"matchLabels": {"inframind.io/reporters": "true"}}}]}},
+    },
+    # The API trains through TrainingJobs in its own namespace, admin token in the ingest Secret
+    # under another key; networkPolicy.api.from empty (any source); webhook and controller defaults.
+    "api-training-same-namespace": {
+        "api": {"trainingNamespace": NAMESPACE,
+                "adminToken": {"secretName": "inframind-api-ingest", "key": "admin"}},
+        "networkPolicy": {"enabled": True, "api": {"from": []}},
+    },
 }
 
 # values that values.schema.json must reject: (values, the JSON pointer the error must name)
@@ -133,12 +164,26 @@ SCHEMA_REJECTS = [
     ({"log": {"format": "xml"}}, "/log/format"),
     ({"metrics": {"serviceMonitor": {"enabled": 1}}}, "/metrics/serviceMonitor/enabled"),
     ({"bogus": True}, "bogus"),
+    ({"api": {"replicas": "two"}}, "/api/replicas"),
+    ({"api": {"enabled": "yes"}}, "/api/enabled"),
+    ({"api": {"maxBodyBytes": "4MB"}}, "/api/maxBodyBytes"),
+    ({"api": {"maxBodyBytes": 0}}, "/api/maxBodyBytes"),
+    ({"api": {"trainingNamespace": "CI_Builds"}}, "/api/trainingNamespace"),
+    ({"api": {"ingestToken": {"secretName": ""}}}, "/api/ingestToken/secretName"),
+    ({"api": {"adminToken": {"secretName": 7}}}, "/api/adminToken/secretName"),
+    ({"api": {"tls": {"enabled": "true"}}}, "/api/tls/enabled"),
+    ({"api": {"podAntiAffinity": "always"}}, "/api/podAntiAffinity"),
+    ({"api": {"listen": "0.0.0.0:9000"}}, "/api"),  # the port is the chart's, not a value
+    ({"serviceAccount": {"api": {"create": "yes"}}}, "/serviceAccount/api/create"),
+    ({"networkPolicy": {"api": {"from": {"namespaceSelector": {}}}}}, "/networkPolicy/api/from"),
 ]
 # values the schema accepts but the templates must refuse (cross-field rules)
 TEMPLATE_REJECTS = [
     ({"optimizer": {"bounds": {"minCpu": 20}}}, "minCpu"),
     ({"optimizer": {"bounds": {"minMemGb": 128}}}, "minMemGb"),
     ({"optimizer": {"bounds": {"minConcurrency": 8, "maxConcurrency": 4}}}, "minConcurrency"),
+    ({"api": {"tls": {"enabled": True}}}, "api.tls.secretName"),
+    ({"api": {"adminToken": {"secretName": "inframind-api-ingest"}}}, "admin token must differ"),
 ]
 
 
@@ -285,6 +330,65 @@ def grants_for(objs, sa_name: str, namespace: str):
     return cluster, namespaced
 
 
+def secret_file(spec: dict, container: dict, path: str) -> tuple[str, str]:
+    """(Secret name, key) behind a file path in a container, through its volume mounts.
+
+    The mount must be read-only and a whole Secret volume (no subPath, which the kubelet never
+    updates, so a rotated token would not reach the running pod)."""
+    vols = {x["name"]: x for x in spec.get("volumes", [])}
+    for m in container.get("volumeMounts", []):
+        mp = m["mountPath"].rstrip("/")
+        if not path.startswith(mp + "/"):
+            continue
+        assert not m.get("subPath"), f"{path}: mounted with subPath {m['subPath']!r}, which never sees a rotated Secret"
+        assert m.get("readOnly") is True, f"{path}: volume {m['name']} is not mounted read-only"
+        vol = vols.get(m["name"])
+        assert vol is not None and "secret" in vol, f"{path}: volume {m['name']} is not a Secret volume: {vol}"
+        rel = path[len(mp) + 1:]
+        items = vol["secret"].get("items")
+        if items:
+            keys = [i["key"] for i in items if i["path"] == rel]
+            assert len(keys) == 1, f"{path}: Secret volume {m['name']} projects no item to {rel!r}: {items}"
+            key = keys[0]
+        else:
+            key = rel
+        assert not vol["secret"].get("optional"), f"{path}: Secret {vol['secret']['secretName']} is optional"
+        return vol["secret"]["secretName"], key
+    raise AssertionError(f"{container['name']}: no volume is mounted where {path} is read")
+
+
+def check_anti_affinity(d: dict, want: str):
+    """The Deployment's pods are spread over nodes as `want` (soft, hard, none) says."""
+    spec = d["spec"]["template"]["spec"]
+    labels = d["spec"]["template"]["metadata"]["labels"]
+    aff = spec.get("affinity", {}).get("podAntiAffinity", {})
+    if want == "soft":
+        terms = [t["podAffinityTerm"] for t in aff.get("preferredDuringSchedulingIgnoredDuringExecution", [])]
+    elif want == "hard":
+        terms = aff.get("requiredDuringSchedulingIgnoredDuringExecution", [])
+    else:
+        assert not aff, f"{d['metadata']['name']}: podAntiAffinity none, but one is rendered"
+        return
+    assert any(t["topologyKey"] == "kubernetes.io/hostname" and selector_matches(t["labelSelector"], labels) for t in terms), \
+        f"no {want} anti-affinity over nodes for {d['metadata']['name']}'s own pods"
+
+
+def check_optimizer_env(env: dict, v: dict, who: str):
+    """The optimizer's variables are plain decimals equal to the values (the binary parses them as numbers)."""
+    o, bnd = v["optimizer"], v["optimizer"]["bounds"]
+    assert env["INFRAMIND_OBJECTIVE"].get("value") == o["objective"], f"{who}: INFRAMIND_OBJECTIVE={env['INFRAMIND_OBJECTIVE']}"
+    numeric = {"INFRAMIND_EXPLORATION_RATE": o["explorationRate"], "INFRAMIND_MIN_CPU": bnd["minCpu"],
+               "INFRAMIND_MAX_CPU": bnd["maxCpu"], "INFRAMIND_MIN_MEM_GB": bnd["minMemGb"],
+               "INFRAMIND_MAX_MEM_GB": bnd["maxMemGb"], "INFRAMIND_MIN_CONCURRENCY": bnd["minConcurrency"],
+               "INFRAMIND_MAX_CONCURRENCY": bnd["maxConcurrency"],
+               "INFRAMIND_CPU_PRICE_PER_HOUR": o["prices"]["cpuPerHour"],
+               "INFRAMIND_MEM_PRICE_PER_GB_HOUR": o["prices"]["memPerGbHour"]}
+    for var, val in numeric.items():
+        got = env[var].get("value")
+        assert got is not None and re.fullmatch(r"-?[0-9]+(\.[0-9]+)?", got) and float(got) == float(val), \
+            f"{who}: {var}={got!r}, expected a plain decimal equal to {val}"
+
+
 def expand(group, resource, verbs, name="*any"):
     return {(group, resource, name, v) for v in verbs}
 
@@ -298,14 +402,22 @@ def openssl(*args, stdin: bytes | None = None) -> str:
 # ---------------------------------------------------------------------------------------------
 # The product's invariants on one rendered values set
 
-def check_invariants(name: str, v: dict, objs: list[dict], runner: Runner):
+def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: Runner):
     mode = v["certificates"]["mode"]
     fullname = v["fullnameOverride"] or RELEASE
     svc_name = f"{fullname}-webhook"
     ctl_name = f"{fullname}-controller"
+    api_name = f"{fullname}-api"
     svc_dns = f"{svc_name}.{NAMESPACE}.svc"
     tls_secret = f"{svc_name}-tls"
     ctl_on = v["controller"]["enabled"]
+    api = v["api"]
+    api_on = api["enabled"]
+    api_tls = api["tls"]["enabled"]
+    api_sa = (v["serviceAccount"]["api"]["name"] or api_name) if v["serviceAccount"]["api"]["create"] \
+        else (v["serviceAccount"]["api"]["name"] or "default")
+    api_admin = bool(api["adminToken"]["secretName"])
+    training_ns = api["trainingNamespace"]
     deployments = {d["metadata"]["name"]: d for d in by_kind(objs, "Deployment")}
     c = lambda what, fn: runner.check(f"{name}: {what}", fn)  # noqa: E731
 
@@ -315,12 +427,16 @@ def check_invariants(name: str, v: dict, objs: list[dict], runner: Runner):
             md = o["metadata"]
             if o["kind"] in cluster_scoped:
                 assert "namespace" not in md, f"{o['kind']}/{md['name']} is cluster-scoped but has a namespace"
+            elif (o["kind"] in ("Role", "RoleBinding") and md["labels"].get("app.kubernetes.io/component") == "api"
+                  and training_ns):
+                # the API's one Role lives where it creates TrainingJobs
+                assert md.get("namespace") == training_ns, f"{o['kind']}/{md['name']} is not in api.trainingNamespace"
             else:
                 assert md.get("namespace") == NAMESPACE, f"{o['kind']}/{md['name']} is not in the release namespace"
             assert md["labels"].get("app.kubernetes.io/instance") == RELEASE, f"{o['kind']}/{md['name']} lacks the instance label"
         kinds = {(o["kind"], o["metadata"]["name"]) for o in objs}
         assert len(kinds) == len(objs), "two rendered objects share a kind and name"
-        expected = {svc_name} | ({ctl_name} if ctl_on else set())
+        expected = {svc_name} | ({ctl_name} if ctl_on else set()) | ({api_name} if api_on else set())
         assert set(deployments) == expected, f"Deployments {sorted(deployments)}, expected {sorted(expected)}"
     c("objects, names, namespaces and labels", names_and_namespaces)
 
@@ -378,24 +494,16 @@ def check_invariants(name: str, v: dict, objs: list[dict], runner: Runner):
         env = check_common(wh)
         missing = [n for n in WEBHOOK_ENV if n not in env]
         assert not missing, f"webhook: missing {missing}"
-        o, bnd = v["optimizer"], v["optimizer"]["bounds"]
+        o = v["optimizer"]
         want = {
             "INFRAMIND_DRY_RUN": "true" if o["dryRun"] else "false",
-            "INFRAMIND_OBJECTIVE": o["objective"],
             "INFRAMIND_CONCURRENCY_ENV": ",".join(o["concurrencyEnv"]),
         }
         for var, val in want.items():
             assert env[var].get("value") == val, f"webhook: {var}={env[var].get('value')!r}, expected {val!r}"
-        numeric = {"INFRAMIND_EXPLORATION_RATE": o["explorationRate"], "INFRAMIND_MIN_CPU": bnd["minCpu"],
-                   "INFRAMIND_MAX_CPU": bnd["maxCpu"], "INFRAMIND_MIN_MEM_GB": bnd["minMemGb"],
-                   "INFRAMIND_MAX_MEM_GB": bnd["maxMemGb"], "INFRAMIND_MIN_CONCURRENCY": bnd["minConcurrency"],
-                   "INFRAMIND_MAX_CONCURRENCY": bnd["maxConcurrency"],
-                   "INFRAMIND_CPU_PRICE_PER_HOUR": o["prices"]["cpuPerHour"],
-                   "INFRAMIND_MEM_PRICE_PER_GB_HOUR": o["prices"]["memPerGbHour"]}
-        for var, val in numeric.items():
-            got = env[var].get("value")
-            assert got is not None and re.fullmatch(r"-?[0-9]+(\.[0-9]+)?", got) and float(got) == float(val), \
-                f"webhook: {var}={got!r}, expected a plain decimal equal to {val}"
+        check_optimizer_env(env, v, "webhook")
+        stray = [n for n in API_ENV[:2] + API_OPTIONAL_ENV + CONTROLLER_ENV if n in env]
+        assert not stray, f"webhook: has other components' variables {stray}"
         for extra in v["webhook"]["extraEnv"]:
             assert extra["name"] in env, f"webhook: extraEnv {extra['name']} missing"
         if ctl_on:
@@ -404,8 +512,33 @@ def check_invariants(name: str, v: dict, objs: list[dict], runner: Runner):
             assert env["INFRAMIND_LEASE_NAME"]["value"] == v["controller"]["leaseName"]
             assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
             assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
-            stray = [n for n in WEBHOOK_ENV if n in env]
-            assert not stray, f"controller: has webhook-only variables {stray}"
+            stray = [n for n in WEBHOOK_ENV + API_ENV + API_OPTIONAL_ENV if n in env]
+            assert not stray, f"controller: has other components' variables {stray}"
+        if api_on:
+            ct = deployments[api_name]["spec"]["template"]["spec"]["containers"][0]
+            env = check_common(ct)
+            missing = [n for n in API_ENV if n not in env]
+            assert not missing, f"api: missing {missing}"
+            check_optimizer_env(env, v, "api")
+            body = env["INFRAMIND_API_MAX_BODY_BYTES"].get("value")
+            assert body is not None and re.fullmatch(r"[0-9]+", body) and int(body) == api["maxBodyBytes"], \
+                f"api: INFRAMIND_API_MAX_BODY_BYTES={body!r}, expected the integer {api['maxBodyBytes']}"
+            want_optional = {"INFRAMIND_ADMIN_TOKEN_FILE": api_admin, "INFRAMIND_API_TLS_CERT": api_tls,
+                             "INFRAMIND_API_TLS_KEY": api_tls, "INFRAMIND_TRAINING_NAMESPACE": bool(training_ns)}
+            for var, on in want_optional.items():
+                assert (var in env) == on, f"api: {var} {'missing' if on else 'set'} ({var} follows the values)"
+            if training_ns:
+                assert env["INFRAMIND_TRAINING_NAMESPACE"].get("value") == training_ns
+            stray = [n for n in WEBHOOK_ONLY_ENV + CONTROLLER_ENV if n in env]
+            assert not stray, f"api: has other components' variables {stray}"
+            for extra in api["extraEnv"]:
+                assert extra["name"] in env, f"api: extraEnv {extra['name']} missing"
+            # no token ever travels as an environment value or a secretKeyRef
+            token_secrets = {api["ingestToken"]["secretName"], api["adminToken"]["secretName"]} - {""}
+            for e in ct["env"]:
+                ref = e.get("valueFrom", {}).get("secretKeyRef")
+                assert not (ref and ref["name"] in token_secrets), f"api: {e['name']} reads a token Secret into the environment"
+                assert "TOKEN" not in e["name"] or e["name"].endswith("_FILE"), f"api: {e['name']} looks like a token in the environment"
     c("environment contract (INFRAMIND_*, Secrets, downward API)", environment)
 
     def webhook_deployment():
@@ -437,18 +570,7 @@ def check_invariants(name: str, v: dict, objs: list[dict], runner: Runner):
             assert get["path"] == path and get["scheme"] == "HTTPS" and resolve_port(ct, get["port"]) == 8443, f"{probe}: {get}"
         sel = d["spec"]["selector"]
         assert selector_matches(sel, d["spec"]["template"]["metadata"]["labels"]), "selector does not match its pods"
-        aff = spec.get("affinity", {}).get("podAntiAffinity", {})
-        want = v["webhook"]["podAntiAffinity"]
-        if want == "soft":
-            terms = [t["podAffinityTerm"] for t in aff.get("preferredDuringSchedulingIgnoredDuringExecution", [])]
-        elif want == "hard":
-            terms = aff.get("requiredDuringSchedulingIgnoredDuringExecution", [])
-        else:
-            terms = []
-            assert not aff, "podAntiAffinity none, but one is rendered"
-        if want != "none":
-            assert any(t["topologyKey"] == "kubernetes.io/hostname" and selector_matches(t["labelSelector"], d["spec"]["template"]["metadata"]["labels"]) for t in terms), \
-                f"no {want} anti-affinity over nodes for the webhook's own pods"
+        check_anti_affinity(d, v["webhook"]["podAntiAffinity"])
     c("webhook Deployment (args per certificate mode, probes, ports, anti-affinity)", webhook_deployment)
 
     def controller_deployment():
@@ -469,6 +591,68 @@ def check_invariants(name: str, v: dict, objs: list[dict], runner: Runner):
         assert resolve_port(ct, svc["spec"]["ports"][0]["targetPort"]) == 8080
     c("controller Deployment (args, probes, metrics Service)", controller_deployment)
 
+    def api_deployment():
+        if not api_on:
+            assert not [o for o in objs if o["metadata"]["labels"].get("app.kubernetes.io/component") == "api"], \
+                "api.enabled=false still renders API objects"
+            assert api_name not in notes, "NOTES.txt names the API although it is disabled"
+            return
+        d = deployments[api_name]
+        spec = d["spec"]["template"]["spec"]
+        ct = spec["containers"][0]
+        assert len(spec["containers"]) == 1, "the API pod runs one container"
+        assert d["spec"]["replicas"] == api["replicas"]
+        assert ct["args"] == ["api", "--listen", f"0.0.0.0:{API_PORT}"], f"api args {ct['args']}"
+        assert [p["containerPort"] for p in ct["ports"]] == [API_PORT], f"api ports {ct['ports']}"
+        scheme = "HTTPS" if api_tls else "HTTP"
+        for probe in ("livenessProbe", "readinessProbe"):
+            assert probe in ct, f"api: no {probe}"
+            get = ct[probe]["httpGet"]
+            assert get["path"] == "/healthz" and get.get("scheme", "HTTP") == scheme and resolve_port(ct, get["port"]) == API_PORT, \
+                f"api {probe}: {get}, expected {scheme} GET /healthz on {API_PORT}"
+        assert spec.get("enableServiceLinks") is False, \
+            f"service links would put {api_name.upper().replace('-', '_')}_* variables next to the binary's INFRAMIND_API_* ones"
+        env = env_map(ct)
+        # the tokens: files from the named Secrets, read-only, the admin one a different Secret key
+        files = {"INFRAMIND_INGEST_TOKEN_FILE": (api["ingestToken"]["secretName"], api["ingestToken"]["key"])}
+        if api_admin:
+            files["INFRAMIND_ADMIN_TOKEN_FILE"] = (api["adminToken"]["secretName"], api["adminToken"]["key"])
+        if api_tls:
+            files["INFRAMIND_API_TLS_CERT"] = (api["tls"]["secretName"], "tls.crt")
+            files["INFRAMIND_API_TLS_KEY"] = (api["tls"]["secretName"], "tls.key")
+        seen = {}
+        for var, want in files.items():
+            path = env[var].get("value")
+            assert path and path.startswith("/"), f"api: {var} is not a file path: {env[var]}"
+            got = secret_file(spec, ct, path)
+            assert got == want, f"api: {var}={path} reads Secret {got[0]} key {got[1]}, expected {want[0]} key {want[1]}"
+            seen[var] = path
+        if api_admin:
+            assert seen["INFRAMIND_ADMIN_TOKEN_FILE"] != seen["INFRAMIND_INGEST_TOKEN_FILE"]
+        secret_vols = {x["secret"]["secretName"] for x in spec["volumes"] if "secret" in x}
+        want_vols = {s for s, _ in files.values()}
+        assert secret_vols == want_vols, f"api: Secret volumes {sorted(secret_vols)}, expected exactly {sorted(want_vols)}"
+        # Kubernetes access only to create TrainingJobs
+        assert spec.get("automountServiceAccountToken") is bool(training_ns), \
+            f"api: automountServiceAccountToken {spec.get('automountServiceAccountToken')} with trainingNamespace {training_ns!r}"
+        assert spec["serviceAccountName"] == api_sa
+        assert selector_matches(d["spec"]["selector"], d["spec"]["template"]["metadata"]["labels"]), "selector does not match its pods"
+        check_anti_affinity(d, api["podAntiAffinity"])
+        # the Service the reporters post to
+        s = one(objs, "Service", api_name)
+        ports = s["spec"]["ports"]
+        want_port = 443 if api_tls else 80
+        assert len(ports) == 1 and ports[0]["port"] == want_port, f"API Service ports {ports}, expected {want_port}"
+        assert resolve_port(ct, ports[0]["targetPort"]) == API_PORT
+        assert selector_matches({"matchLabels": s["spec"]["selector"]}, d["spec"]["template"]["metadata"]["labels"]), \
+            "the API Service does not select the API pods"
+        # NOTES.txt tells CI teams how to report to exactly this Service
+        url = f"{'https' if api_tls else 'http'}://{api_name}.{NAMESPACE}.svc"
+        cmd = f"inframind report --endpoint {url} --token-file /var/run/secrets/inframind/token"
+        assert cmd in notes, f"NOTES.txt lacks `{cmd}`"
+        assert api["ingestToken"]["secretName"] in notes, "NOTES.txt does not name the ingest token Secret"
+    c("API Deployment (args, /healthz probes, token files from the named Secrets, Service, NOTES)", api_deployment)
+
     def service():
         s = one(objs, "Service", svc_name)
         d = deployments[svc_name]
@@ -481,6 +665,16 @@ def check_invariants(name: str, v: dict, objs: list[dict], runner: Runner):
         assert len(ports) == 1 and ports[0]["port"] == 443, f"Service ports {ports}"
         assert resolve_port(d["spec"]["template"]["spec"]["containers"][0], ports[0]["targetPort"]) == 8443
     c("webhook Service 443 -> 8443", service)
+
+    def services_select_one_component():
+        for s in by_kind(objs, "Service"):
+            sel = {"matchLabels": s["spec"]["selector"]}
+            matched = sorted(n for n, d in deployments.items() if selector_matches(sel, d["spec"]["template"]["metadata"]["labels"]))
+            assert len(matched) == 1, f"Service {s['metadata']['name']} selects the pods of {matched or 'no Deployment'}"
+            comp = s["metadata"]["labels"].get("app.kubernetes.io/component")
+            assert deployments[matched[0]]["metadata"]["labels"].get("app.kubernetes.io/component") == comp, \
+                f"Service {s['metadata']['name']} ({comp}) selects {matched[0]}"
+    c("every Service selects the pods of its own component only", services_select_one_component)
 
     def webhook_configuration():
         mwc = one(objs, "MutatingWebhookConfiguration")
@@ -582,8 +776,25 @@ def check_invariants(name: str, v: dict, objs: list[dict], runner: Runner):
         want = expand("admissionregistration.k8s.io", "mutatingwebhookconfigurations", ["get", "patch"], mwc_name) \
             if mode == "self-signed" else set()
         assert cluster == want and not namespaced, f"webhook grants {sorted(cluster)} {namespaced}, expected exactly {sorted(want)}"
+        # the API: nothing, or `create` on TrainingJobs in api.trainingNamespace
+        if api_on:
+            sa = [s for s in by_kind(objs, "ServiceAccount") if s["metadata"]["name"] == api_sa]
+            if v["serviceAccount"]["api"]["create"]:
+                assert len(sa) == 1, f"no ServiceAccount {api_sa}"
+                assert sa[0].get("automountServiceAccountToken") is bool(training_ns), \
+                    f"API ServiceAccount automountServiceAccountToken {sa[0].get('automountServiceAccountToken')}"
+            cluster, namespaced = grants_for(objs, api_sa, NAMESPACE)
+            want_ns = {training_ns: expand("inframind.io", "trainingjobs", ["create"])} \
+                if training_ns and v["rbac"]["create"] else {}
+            assert not cluster and namespaced == want_ns, \
+                f"API grants {sorted(cluster)} {namespaced}, expected exactly {want_ns or 'nothing'}"
+        else:
+            assert not [o for o in objs if o["kind"] in ("Role", "RoleBinding")
+                        and o["metadata"]["labels"].get("app.kubernetes.io/component") == "api"], "API disabled but its Role is rendered"
         if not ctl_on:
-            assert not by_kind(objs, "Role"), "controller disabled but a Role is rendered"
+            assert not [o for o in objs if o["kind"] in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+                        and o["metadata"]["labels"].get("app.kubernetes.io/component") == "controller"], \
+                "controller disabled but its RBAC is rendered"
             return
         cluster, namespaced = grants_for(objs, ctl_name, NAMESPACE)
         want = (expand("inframind.io", "trainingjobs", ["get", "list", "watch", "create"])
@@ -601,10 +812,13 @@ def check_invariants(name: str, v: dict, objs: list[dict], runner: Runner):
     c("RBAC least privilege (exact rules per ServiceAccount)", rbac)
 
     def pdbs():
-        for comp, dname in (("webhook", svc_name), ("controller", ctl_name)):
+        pdbs_all = by_kind(objs, "PodDisruptionBudget")
+        assert len(pdbs_all) == len({p["metadata"]["name"] for p in pdbs_all})
+        for comp, dname in (("webhook", svc_name), ("controller", ctl_name), ("api", api_name)):
             cfg = v[comp]
-            pdb = [p for p in by_kind(objs, "PodDisruptionBudget") if p["metadata"]["name"] == dname]
-            enabled = (comp == "webhook" or ctl_on) and cfg["podDisruptionBudget"]["enabled"] and cfg["replicas"] > 1
+            pdb = [p for p in pdbs_all if p["metadata"]["name"] == dname]
+            rendered = {"webhook": True, "controller": ctl_on, "api": api_on}[comp]
+            enabled = rendered and cfg["podDisruptionBudget"]["enabled"] and cfg["replicas"] > 1
             if not enabled:
                 assert not pdb, f"{comp}: a PodDisruptionBudget with {cfg['replicas']} replica(s) would block node drains"
                 continue
@@ -614,7 +828,7 @@ def check_invariants(name: str, v: dict, objs: list[dict], runner: Runner):
             assert pdb[0]["spec"]["minAvailable"] == cfg["podDisruptionBudget"]["minAvailable"]
             others = [d for n, d in deployments.items() if n != dname]
             assert not any(selector_matches(pdb[0]["spec"]["selector"], d["spec"]["template"]["metadata"]["labels"]) for d in others), \
-                f"{comp}: PDB also selects the other component"
+                f"{comp}: PDB also selects another component"
     c("PodDisruptionBudgets", pdbs)
 
     def monitoring():
@@ -648,10 +862,13 @@ def check_invariants(name: str, v: dict, objs: list[dict], runner: Runner):
         if not v["networkPolicy"]["enabled"]:
             assert not nps, "NetworkPolicy rendered while disabled"
             return
+        covered = set()
         for dname, port, peers in ((svc_name, 8443, v["networkPolicy"]["webhook"]["from"]),
-                                   (ctl_name, 8080, v["networkPolicy"]["metrics"]["from"])):
+                                   (ctl_name, 8080, v["networkPolicy"]["metrics"]["from"]),
+                                   (api_name, API_PORT, v["networkPolicy"]["api"]["from"])):
             if dname not in deployments:
                 continue
+            covered.add(dname)
             labels = deployments[dname]["spec"]["template"]["metadata"]["labels"]
             mine = [n for n in nps if selector_matches(n["spec"]["podSelector"], labels)]
             assert len(mine) == 1, f"{dname}: {len(mine)} NetworkPolicies select it"
@@ -663,6 +880,7 @@ def check_invariants(name: str, v: dict, objs: list[dict], runner: Runner):
             if egress_on:
                 ports = {p["port"] for rule in mine[0]["spec"]["egress"] for p in rule.get("ports", [])}
                 assert 53 in ports, f"{dname}: egress restricted without DNS"
+        assert covered == set(deployments), f"Deployments without an ingress NetworkPolicy: {sorted(set(deployments) - covered)}"
     c("NetworkPolicies", network_policies)
 
     def namespace():
@@ -677,6 +895,13 @@ def check_invariants(name: str, v: dict, objs: list[dict], runner: Runner):
 
 
 # ---------------------------------------------------------------------------------------------
+
+def render_notes(chart, values: dict) -> str:
+    rendered = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    notes = [text for path, text in rendered.items() if path.endswith("NOTES.txt")]
+    assert len(notes) == 1, f"{len(notes)} NOTES.txt rendered"
+    return notes[0]
+
 
 def leaf_paths(d: dict, schema: dict, prefix: str = "") -> list[str]:
     """Dotted paths of the values a user sets; objects of free form (resources, affinity) are one value."""
@@ -714,10 +939,12 @@ def main() -> int:
         runner.check(f"{name}: helm lint --strict", lint)
 
         rendered: list = []
+        notes: list = []
 
-        def do_render(overrides=overrides, rendered=rendered):
+        def do_render(overrides=overrides, rendered=rendered, notes=notes):
             rendered += render.render_documents(chart, overrides, name=RELEASE, namespace=NAMESPACE)
             assert rendered, "nothing rendered"
+            notes.append(render_notes(chart, overrides))
         runner.check(f"{name}: render", do_render)
         if not rendered:
             continue
@@ -735,12 +962,13 @@ def main() -> int:
         runner.check(f"{name}: kubernetes-validate --strict ({len(objs)} objects x {len(KUBE_VERSIONS)} versions)", validate)
 
         values = deep_merge(defaults, overrides)
-        check_invariants(name, values, objs, runner)
+        check_invariants(name, values, objs, notes[0], runner)
 
     # --- the deploy/ values render the same way (and pass the same invariants) ---------------
     deploy_values = yaml.safe_load(render.VALUES.read_text()) or {}
     deploy_objs = [o for _, _, o in render.render_documents(chart, deploy_values, name=RELEASE, namespace=NAMESPACE)]
-    check_invariants("deploy/values.yaml", deep_merge(defaults, deploy_values), deploy_objs, runner)
+    check_invariants("deploy/values.yaml", deep_merge(defaults, deploy_values), deploy_objs,
+                     render_notes(chart, deploy_values), runner)
 
     # --- values.schema.json -------------------------------------------------------------------
     def schema_rejects():
@@ -765,7 +993,7 @@ def main() -> int:
                 if word not in str(e):
                     problems.append(f"{json.dumps(overrides)}: unhelpful error {str(e).strip()}")
         assert not problems, "; ".join(problems)
-    runner.check("templates reject min bounds above max bounds", template_rejects)
+    runner.check("templates reject min bounds above max bounds, API TLS without a Secret, one token for both roles", template_rejects)
 
     def schema_covers_values():
         schema = chart.schema

@@ -2,7 +2,7 @@
 """Self-test of tests/chart/check.py: break the chart, deploy/ or crds/ one way at a time, in a
 copy of the repository, and require check.py to fail with the expected check named.
 
-    tests/chart/check.sh --self-test      (about a minute; not part of tests/suite.sh)
+    tests/chart/check.sh --self-test      (a few minutes; not part of tests/suite.sh)
 """
 
 from __future__ import annotations
@@ -95,9 +95,27 @@ MUTATIONS = [
     ("invalid CRD", both(write("crds/trainingjobs.inframind.io.yaml", CRD.replace("scope: Namespaced", "scope: Namespaced\n  bogus: 1")), write("charts/inframind/crds/trainingjobs.inframind.io.yaml", CRD.replace("scope: Namespaced", "scope: Namespaced\n  bogus: 1"))), "every CRD validates"),
     ("CRD without the status subresource", both(write("crds/trainingjobs.inframind.io.yaml", CRD.replace("      subresources:\n        status: {}\n", "")), write("charts/inframind/crds/trainingjobs.inframind.io.yaml", CRD.replace("      subresources:\n        status: {}\n", ""))), "TrainingJob CRD matches"),
     ("Dockerfile runs as root", edit("deploy/Dockerfile", "USER 65532:65532", "USER root"), "deploy/Dockerfile"),
-    # the pod outcome watcher
+    # the pod outcome watcher and the HTTP API
     ("controller cannot get Nodes", edit(T + "controller-rbac.yaml", '  - apiGroups: [""]\n    resources: ["nodes"]\n    verbs: ["get"]\n', ""), "RBAC least privilege"),
     ("controller may list Nodes", edit(T + "controller-rbac.yaml", 'resources: ["nodes"]\n    verbs: ["get"]', 'resources: ["nodes"]\n    verbs: ["get", "list"]'), "RBAC least privilege"),
+    ("API Role grants more than create", edit(T + "api-rbac.yaml", 'verbs: ["create"]', 'verbs: ["create", "get", "list"]'), "RBAC least privilege"),
+    ("API Role in the release namespace", edit(T + "api-rbac.yaml", "  namespace: {{ .Values.api.trainingNamespace }}\n", "  namespace: {{ .Release.Namespace }}\n"), "RBAC least privilege"),
+    ("API token mounted without trainingNamespace", edit(T + "api-deployment.yaml", "automountServiceAccountToken: {{ not (empty $api.trainingNamespace) }}", "automountServiceAccountToken: true"), "API Deployment"),
+    ("API ingest token from a hard-coded Secret", edit(T + "api-deployment.yaml", "secretName: {{ $api.ingestToken.secretName }}", "secretName: inframind-api-ingest"), "API Deployment"),
+    ("API token volume writable", edit(T + "api-deployment.yaml", "mountPath: /var/run/secrets/inframind/ingest\n              readOnly: true", "mountPath: /var/run/secrets/inframind/ingest\n              readOnly: false"), "API Deployment"),
+    ("API admin token file points at the ingest token", edit(T + "api-deployment.yaml", "value: /var/run/secrets/inframind/admin/token", "value: /var/run/secrets/inframind/ingest/token"), "API Deployment"),
+    ("API readiness probe on /readyz", edit(T + "api-deployment.yaml", "readinessProbe:\n            httpGet:\n              path: /healthz", "readinessProbe:\n            httpGet:\n              path: /readyz"), "API Deployment"),
+    ("API Service always on port 80", edit(T + "api-service.yaml", "port: {{ ternary 443 80 $tls }}", "port: 80"), "API Deployment"),
+    ("API Service selects every component", edit(T + "api-service.yaml", '{{- include "inframind.selectorLabels" (dict "ctx" $ "component" "api") | nindent 4 }}', "app.kubernetes.io/instance: {{ .Release.Name }}"), "every Service selects"),
+    ("API max body size ignored", edit(T + "api-deployment.yaml", "{{ $api.maxBodyBytes | int64 | quote }}", '"4194304"'), "environment contract"),
+    ("API gets the webhook's dry-run flag", edit(T + "api-deployment.yaml", '{{- include "inframind.optimizerEnv" . | nindent 12 }}', '- name: INFRAMIND_DRY_RUN\n              value: "false"\n            {{- include "inframind.optimizerEnv" . | nindent 12 }}'), "environment contract"),
+    ("PDB rendered for a single API replica", edit(T + "pdb.yaml", "(gt (int .Values.api.replicas) 1)", "true"), "PodDisruptionBudgets"),
+    ("API left out of the NetworkPolicies", edit(T + "networkpolicy.yaml", "{{- if .Values.api.enabled }}\n---", "{{- if false }}\n---"), "NetworkPolicies"),
+    ("API NetworkPolicy ignores networkPolicy.api.from", edit(T + "networkpolicy.yaml", "{{- with $np.api.from }}", "{{- with $np.metrics.from }}"), "NetworkPolicies"),
+    ("NOTES without the reporter command", edit(T + "NOTES.txt", "--token-file /var/run/secrets/inframind/token", "--token-file /tmp/token"), "API Deployment"),
+    ("schema accepts a string for api.replicas", edit("charts/inframind/values.schema.json", '"type": "integer",\n          "description": "API replicas."', '"description": "API replicas."'), "values.schema.json rejects"),
+    ("one Secret key for both API tokens", edit(T + "_helpers.tpl", "{{- if and (eq $api.adminToken.secretName $api.ingestToken.secretName) (eq $api.adminToken.key $api.ingestToken.key) }}", "{{- if false }}"), "templates reject"),
+    ("undocumented API value", edit("charts/inframind/README.md", "| `api.topologySpreadConstraints` |", "| API spread |"), "README documents every value"),
 ]
 
 

@@ -59,6 +59,10 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s-controller" (include "inframind.fullname" .) }}
 {{- end }}
 
+{{- define "inframind.api.fullname" -}}
+{{- printf "%s-api" (include "inframind.fullname" .) }}
+{{- end }}
+
 {{/* The MutatingWebhookConfiguration (cluster-scoped, like the ClusterRoles: one release of a name per cluster). */}}
 {{- define "inframind.webhookConfigName" -}}
 {{- include "inframind.fullname" . }}
@@ -78,6 +82,19 @@ app.kubernetes.io/component: {{ .component }}
 {{- else }}
 {{- default "default" .Values.serviceAccount.controller.name }}
 {{- end }}
+{{- end }}
+
+{{- define "inframind.api.serviceAccountName" -}}
+{{- if .Values.serviceAccount.api.create }}
+{{- default (include "inframind.api.fullname" .) .Values.serviceAccount.api.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.api.name }}
+{{- end }}
+{{- end }}
+
+{{/* The API's base URL inside the cluster: what `inframind report --endpoint` is given. */}}
+{{- define "inframind.api.url" -}}
+{{- printf "%s://%s.%s.svc" (ternary "https" "http" .Values.api.tls.enabled) (include "inframind.api.fullname" .) .Release.Namespace }}
 {{- end }}
 
 {{/* The Secret holding the serving certificate (modes helm and cert-manager). */}}
@@ -129,7 +146,7 @@ seccompProfile:
   type: RuntimeDefault
 {{- end }}
 
-{{/* Environment both components read. */}}
+{{/* Environment every component reads. */}}
 {{- define "inframind.commonEnv" -}}
 - name: INFRAMIND_DATABASE_URL
   valueFrom:
@@ -149,7 +166,34 @@ seccompProfile:
   value: {{ .Values.log.format | quote }}
 {{- end }}
 
-{{/* Volumes both components mount: the models cache and /tmp (the root filesystem is read-only). */}}
+{{/*
+The optimizer's settings (OptimizerArgs in the binary): read by the webhook to decide and by the
+API for POST /v1/recommendations.
+*/}}
+{{- define "inframind.optimizerEnv" -}}
+- name: INFRAMIND_OBJECTIVE
+  value: {{ .Values.optimizer.objective | quote }}
+- name: INFRAMIND_EXPLORATION_RATE
+  value: {{ .Values.optimizer.explorationRate | quote }}
+- name: INFRAMIND_MIN_CPU
+  value: {{ .Values.optimizer.bounds.minCpu | quote }}
+- name: INFRAMIND_MAX_CPU
+  value: {{ .Values.optimizer.bounds.maxCpu | quote }}
+- name: INFRAMIND_MIN_MEM_GB
+  value: {{ .Values.optimizer.bounds.minMemGb | quote }}
+- name: INFRAMIND_MAX_MEM_GB
+  value: {{ .Values.optimizer.bounds.maxMemGb | quote }}
+- name: INFRAMIND_MIN_CONCURRENCY
+  value: {{ .Values.optimizer.bounds.minConcurrency | quote }}
+- name: INFRAMIND_MAX_CONCURRENCY
+  value: {{ .Values.optimizer.bounds.maxConcurrency | quote }}
+- name: INFRAMIND_CPU_PRICE_PER_HOUR
+  value: {{ .Values.optimizer.prices.cpuPerHour | quote }}
+- name: INFRAMIND_MEM_PRICE_PER_GB_HOUR
+  value: {{ .Values.optimizer.prices.memPerGbHour | quote }}
+{{- end }}
+
+{{/* Volumes every component mounts: the models cache and /tmp (the root filesystem is read-only). */}}
 {{- define "inframind.commonVolumes" -}}
 - name: models
   emptyDir:
@@ -195,6 +239,15 @@ Call with (dict "ctx" $ "component" "webhook" "mode" "soft" "affinity" $extra).
 {{- end }}
 {{- if gt (int $b.minConcurrency) (int $b.maxConcurrency) }}
 {{- fail (printf "optimizer.bounds: minConcurrency (%v) is above maxConcurrency (%v)" $b.minConcurrency $b.maxConcurrency) }}
+{{- end }}
+{{- $api := .Values.api -}}
+{{- if $api.enabled }}
+{{- if and $api.tls.enabled (not $api.tls.secretName) }}
+{{- fail "api.tls.secretName is required when api.tls.enabled is true (a kubernetes.io/tls Secret with tls.crt and tls.key)" }}
+{{- end }}
+{{- if and (eq $api.adminToken.secretName $api.ingestToken.secretName) (eq $api.adminToken.key $api.ingestToken.key) }}
+{{- fail (printf "api.adminToken names the same Secret key as api.ingestToken (%s/%s): the admin token must differ from the ingest token" $api.ingestToken.secretName $api.ingestToken.key) }}
+{{- end }}
 {{- end }}
 {{- end }}
 
