@@ -545,61 +545,13 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Serves the API on `listener` (TLS when `tls` is given) until the task is dropped.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    state: Arc<ApiState>,
-) {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use hyper_util::service::TowerToHyperService;
-    let service = warp::service(routes(state));
-    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        let service = service.clone();
-        let acceptor = acceptor.clone();
-        tokio::spawn(async move {
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            match acceptor {
-                Some(a) => {
-                    if let Ok(Ok(stream)) =
-                        tokio::time::timeout(Duration::from_secs(10), a.accept(tcp)).await
-                    {
-                        let _ = builder
-                            .serve_connection(
-                                TokioIo::new(stream),
-                                TowerToHyperService::new(service),
-                            )
-                            .await;
-                    }
-                }
-                None => {
-                    let _ = builder
-                        .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service))
-                        .await;
-                }
-            }
-        });
-    }
-}
-
-/// Binds `addr` and serves in the background; returns the bound address.
+/// Binds `addr` and serves the API in the background (TLS when `tls` is given).
 pub async fn spawn(
     addr: SocketAddr,
     tls: Option<Arc<rustls::ServerConfig>>,
     state: Arc<ApiState>,
 ) -> crate::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(crate::Error::io(format!("binding {addr}")))?;
-    let bound = listener
-        .local_addr()
-        .map_err(crate::Error::io("reading the bound address"))?;
-    Ok((bound, tokio::spawn(serve(listener, tls, state))))
+    crate::serving::spawn(addr, tls, routes(state)).await
 }
 
 /// A controller context for in-process training (no Kubernetes: its client is never used).
@@ -675,7 +627,7 @@ pub async fn run(global: &Global, args: ApiArgs) -> anyhow::Result<()> {
     ));
     let (addr, server) = spawn(args.listen, tls, state).await?;
     tracing::info!(%addr, "InfraMind API serving");
-    crate::webhook::shutdown_signal().await;
+    crate::serving::shutdown_signal().await;
     server.abort();
     Ok(())
 }

@@ -17,6 +17,7 @@ pub mod optimizer;
 pub mod outcome;
 pub mod registry;
 pub mod reporter;
+pub mod serving;
 pub mod simulate;
 pub mod stats;
 pub mod telemetry;

@@ -77,28 +77,6 @@ fn hostname() -> String {
         .unwrap_or_else(|| "inframind".into())
 }
 
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
 /// The training Job template: the controller's own pod when it can be read, else `--job-image`.
 async fn job_template(client: &Client, args: &ControllerArgs) -> Option<job::JobTemplate> {
     if let Some(pod_name) = &args.identity {
@@ -169,7 +147,7 @@ pub async fn run(global: &Global, args: ControllerArgs) -> anyhow::Result<()> {
             grace_s: (args.lease_duration_seconds / 3).clamp(1, 10),
         },
         ctx,
-        shutdown_signal(),
+        crate::serving::shutdown_signal(),
     )
     .await;
     ready.store(false, Ordering::Relaxed);

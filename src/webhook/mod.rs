@@ -165,28 +165,8 @@ pub async fn run(global: &Global, args: WebhookArgs) -> anyhow::Result<()> {
     );
     state.ready.store(true, Ordering::Release);
     tracing::info!(model = ?live.version(), "webhook ready");
-    shutdown_signal().await;
+    crate::serving::shutdown_signal().await;
     tracing::info!("shutting down");
     server.abort();
     Ok(())
-}
-
-/// Resolves on SIGTERM (Kubernetes) or Ctrl-C.
-pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return std::future::pending().await,
-            };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

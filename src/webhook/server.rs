@@ -12,8 +12,6 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
 use futures::StreamExt;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::service::TowerToHyperService;
 use warp::http::StatusCode;
 use warp::{Filter, Reply};
 
@@ -227,55 +225,11 @@ pub fn routes(
         .unify()
 }
 
-/// Serves `routes` over TLS on `listener` until the task is dropped.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    tls: Arc<rustls::ServerConfig>,
-    state: Arc<AppState>,
-) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let service = warp::service(routes(state));
-    loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let service = service.clone();
-        tokio::spawn(async move {
-            let stream =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
-                };
-            let conn = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            if let Err(e) = conn
-                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
-                .await
-            {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
-    }
-}
-
-/// Binds `addr` and serves in the background; returns the bound address.
+/// Binds `addr` and serves the webhook over TLS in the background; returns the bound address.
 pub async fn spawn(
     addr: SocketAddr,
     state: Arc<AppState>,
 ) -> crate::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(crate::Error::io(format!("binding {addr}")))?;
-    let bound = listener
-        .local_addr()
-        .map_err(crate::Error::io("reading the bound address"))?;
     let tls = state.certs.server_config()?;
-    Ok((bound, tokio::spawn(serve(listener, tls, state))))
+    crate::serving::spawn(addr, Some(tls), routes(state)).await
 }
