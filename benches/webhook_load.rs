@@ -99,7 +99,7 @@ fn main() {
         stats.insert(s);
         let generated = tls::self_signed(&["localhost".to_string()]).unwrap();
         let state = Arc::new(AppState {
-            settings: Settings { optimizer: Optimizer::new(OptimizerConfig::default()), ..Settings::default() },
+            settings: Settings { optimizer: Optimizer::new(OptimizerConfig::default()), decisions: Some(Arc::new(inframind::optimizer::cache::DecisionCache::new())), ..Settings::default() },
             live,
             stats,
             metrics: Default::default(),

@@ -156,6 +156,9 @@ pub struct Settings {
     pub cold_start_apply_defaults: bool,
     /// The optimizer.
     pub optimizer: Optimizer,
+    /// Shares exploit decisions within a minute (the webhook's hot path); `None` decides afresh
+    /// at the exact time every time.
+    pub decisions: Option<Arc<crate::optimizer::cache::DecisionCache>>,
 }
 
 impl Default for Settings {
@@ -168,6 +171,7 @@ impl Default for Settings {
                 .collect(),
             cold_start_apply_defaults: false,
             optimizer: Optimizer::default(),
+            decisions: None,
         }
     }
 }
@@ -282,13 +286,20 @@ pub fn admit(
         .unwrap_or("")
         .to_string();
     let stats = stats(&ctx.pipeline);
-    let decision = settings.optimizer.decide(
-        &ctx,
-        stats.as_deref(),
-        model,
-        now,
-        exploration::seed_from(uid),
-    );
+    let seed = exploration::seed_from(uid);
+    let decision = match &settings.decisions {
+        Some(cache) => cache.decide(
+            &settings.optimizer,
+            &ctx,
+            stats.as_deref(),
+            model,
+            now,
+            seed,
+        ),
+        None => settings
+            .optimizer
+            .decide(&ctx, stats.as_deref(), model, now, seed),
+    };
     let before = original(pod, i, &settings.concurrency_env);
 
     let no_history = stats.is_none() && decision.cold_start && !settings.cold_start_apply_defaults;

@@ -11,6 +11,7 @@
 //! Without a model, or for a pipeline the model never saw, the guarded baseline is returned with
 //! confidence 0. The optimizer never fails: the worst case is the baseline within the bounds.
 
+pub mod cache;
 pub mod candidates;
 pub mod exploration;
 pub mod guards;

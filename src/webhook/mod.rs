@@ -130,6 +130,7 @@ pub fn settings(args: &WebhookArgs) -> anyhow::Result<Settings> {
             .collect(),
         cold_start_apply_defaults: args.cold_start_apply_defaults,
         optimizer: Optimizer::new(args.optimizer.config()?),
+        decisions: Some(Arc::new(crate::optimizer::cache::DecisionCache::new())),
     })
 }
 
