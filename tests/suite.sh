@@ -35,6 +35,17 @@ ensure_services() {
 step "services"
 ensure_services
 
+# Tests work in schemas and key prefixes of their own; drop what earlier runs left behind.
+clean_leftovers() {
+  psql "$DATABASE_URL" -Atqc "SELECT 'DROP SCHEMA IF EXISTS ' || quote_ident(schema_name) || ' CASCADE;'
+    FROM information_schema.schemata WHERE schema_name LIKE 'im\_test\_%'" 2>/dev/null \
+    | psql "$DATABASE_URL" -q >/dev/null 2>&1 || true
+  for p in imt_ imwh_ ime2e_ imc_; do
+    redis-cli -u "$REDIS_URL" --scan --pattern "${p}*" 2>/dev/null | xargs -r -n 500 redis-cli -u "$REDIS_URL" DEL >/dev/null 2>&1 || true
+  done
+}
+clean_leftovers
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
