@@ -615,3 +615,88 @@ async fn a_client_that_does_not_trust_the_ca_is_refused() {
     let r = inframind::client::Connection::tls(wh.addr, "localhost", wrong).await;
     assert!(r.is_err(), "handshake must fail with an untrusted CA");
 }
+
+#[tokio::test]
+async fn a_self_signed_ca_is_merged_into_the_webhook_configuration() {
+    // A fake of the API's contract for MutatingWebhookConfigurations: GET returns the stored
+    // object, a JSON patch is applied to it (a failed `test` is a 422, as the API answers).
+    use http::{Request, Response};
+    use kube::client::Body;
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(service, "default");
+    let existing_ca = inframind::webhook::tls::self_signed(&["a".to_string()])
+        .unwrap()
+        .ca_cert;
+    let b64 = |s: &str| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(s)
+    };
+    let stored = Arc::new(std::sync::Mutex::new(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": "inframind", "resourceVersion": "1"},
+        "webhooks": [
+            {"name": "namespaces.webhook.inframind.io", "clientConfig": {"caBundle": b64(&existing_ca), "service": {"name": "w", "namespace": "inframind", "path": "/mutate"}}, "admissionReviewVersions": ["v1"], "sideEffects": "None"},
+            {"name": "pods.webhook.inframind.io", "clientConfig": {"service": {"name": "w", "namespace": "inframind", "path": "/mutate"}}, "admissionReviewVersions": ["v1"], "sideEffects": "None"}
+        ]
+    })));
+    let api_state = stored.clone();
+    let api = tokio::spawn(async move {
+        while let Some((req, send)) = handle.next_request().await {
+            assert_eq!(
+                req.uri().path(),
+                "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/inframind"
+            );
+            let method = req.method().clone();
+            let body = http_body_util::BodyExt::collect(req.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            let mut obj = api_state.lock().unwrap();
+            if method == http::Method::PATCH {
+                let patch: json_patch::Patch = serde_json::from_slice(&body).unwrap();
+                if json_patch::patch(&mut obj, &patch).is_err() {
+                    send.send_response(Response::builder().status(422).body(Body::from(serde_json::to_vec(&json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 422, "reason": "Invalid", "message": "test failed"})).unwrap())).unwrap());
+                    continue;
+                }
+            }
+            send.send_response(
+                Response::builder()
+                    .status(200)
+                    .body(Body::from(serde_json::to_vec(&*obj).unwrap()))
+                    .unwrap(),
+            );
+        }
+    });
+    let ours = inframind::webhook::tls::self_signed(&["w.inframind.svc".to_string()])
+        .unwrap()
+        .ca_cert;
+    inframind::webhook::ca::publish_ca(client.clone(), "inframind", &ours)
+        .await
+        .unwrap();
+    // Publishing again changes nothing (no PATCH needed).
+    inframind::webhook::ca::publish_ca(client, "inframind", &ours)
+        .await
+        .unwrap();
+    let obj = stored.lock().unwrap().clone();
+    let bundle = |i: usize| {
+        use base64::Engine;
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(
+                    obj["webhooks"][i]["clientConfig"]["caBundle"]
+                        .as_str()
+                        .unwrap(),
+                )
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        inframind::webhook::ca::split_pem(&bundle(0)).len(),
+        2,
+        "the other replica's CA is kept"
+    );
+    assert!(bundle(0).contains(ours.trim()) && bundle(0).contains(existing_ca.trim()));
+    assert_eq!(bundle(1).trim(), ours.trim());
+    api.abort();
+}
