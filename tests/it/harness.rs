@@ -163,6 +163,25 @@ impl TestWebhook {
             .expect("connecting over TLS")
     }
 
+    /// Admits `pod` (a Pod CREATE) and returns the response and the pod with the patch applied.
+    pub async fn admit(
+        &self,
+        uid: &str,
+        pod: &serde_json::Value,
+    ) -> (serde_json::Value, serde_json::Value) {
+        let (status, resp) = self
+            .review(&admission_review(
+                uid,
+                "CREATE",
+                ("", "v1", "Pod"),
+                pod.clone(),
+            ))
+            .await;
+        assert_eq!(status, 200, "{resp}");
+        let out = apply_response(pod, &resp);
+        (resp, out)
+    }
+
     /// Posts an AdmissionReview and returns (status, parsed JSON body).
     pub async fn review(&self, body: &serde_json::Value) -> (u16, serde_json::Value) {
         let (status, bytes) = self
@@ -285,18 +304,24 @@ impl Drop for TcpProxy {
     }
 }
 
-/// `url` with its `host:port` replaced by `addr`.
-#[allow(dead_code)]
-pub fn with_host(url: &str, addr: std::net::SocketAddr) -> String {
+/// Where `host:port` sits in a database URL.
+fn host_span(url: &str) -> (usize, usize) {
     let start = url
         .find('@')
         .map(|i| i + 1)
         .or_else(|| url.find("://").map(|i| i + 3))
-        .unwrap();
+        .expect("a URL with a host");
     let end = url[start..]
         .find('/')
         .map(|i| start + i)
         .unwrap_or(url.len());
+    (start, end)
+}
+
+/// `url` with its `host:port` replaced by `addr`.
+#[allow(dead_code)]
+pub fn with_host(url: &str, addr: std::net::SocketAddr) -> String {
+    let (start, end) = host_span(url);
     format!("{}{addr}{}", &url[..start], &url[end..])
 }
 
@@ -304,15 +329,7 @@ pub fn with_host(url: &str, addr: std::net::SocketAddr) -> String {
 #[allow(dead_code)]
 pub fn pg_addr() -> std::net::SocketAddr {
     let url = pg_url();
-    let start = url
-        .find('@')
-        .map(|i| i + 1)
-        .or_else(|| url.find("://").map(|i| i + 3))
-        .unwrap();
-    let end = url[start..]
-        .find('/')
-        .map(|i| start + i)
-        .unwrap_or(url.len());
+    let (start, end) = host_span(&url);
     let hostport = &url[start..end];
     let hostport = if hostport.contains(':') {
         hostport.to_string()

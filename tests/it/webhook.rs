@@ -179,15 +179,7 @@ async fn build_pods_from_ci_systems_are_right_sized() {
 
     // Tekton: no resources or env at all; the maps are created.
     let pod = tekton_pod();
-    let (_, resp) = wh
-        .review(&admission_review(
-            "uid-tekton",
-            "CREATE",
-            ("", "v1", "Pod"),
-            pod.clone(),
-        ))
-        .await;
-    let out = apply_response(&pod, &resp);
+    let (_, out) = wh.admit("uid-tekton", &pod).await;
     let step = &out["spec"]["containers"][0];
     assert!(
         step["resources"]["requests"]["cpu"].is_string() && step["resources"]["limits"].is_null()
@@ -222,15 +214,7 @@ async fn build_pods_from_ci_systems_are_right_sized() {
 
     // A bare pod of a pipeline with no history: annotated, resources left as requested.
     let pod = bare_pod();
-    let (_, resp) = wh
-        .review(&admission_review(
-            "uid-bare",
-            "CREATE",
-            ("", "v1", "Pod"),
-            pod.clone(),
-        ))
-        .await;
-    let out = apply_response(&pod, &resp);
+    let (_, out) = wh.admit("uid-bare", &pod).await;
     assert_eq!(out["spec"], pod["spec"]);
     assert_eq!(
         out["metadata"]["annotations"]["inframind.io/pipeline"],
@@ -317,15 +301,7 @@ async fn dry_run_only_annotates() {
     )
     .await;
     let pod = gitlab_pod();
-    let (_, resp) = wh
-        .review(&admission_review(
-            "u",
-            "CREATE",
-            ("", "v1", "Pod"),
-            pod.clone(),
-        ))
-        .await;
-    let out = apply_response(&pod, &resp);
+    let (_, out) = wh.admit("u", &pod).await;
     assert_eq!(out["spec"], pod["spec"]);
     assert_eq!(
         out["metadata"]["annotations"]["inframind.io/decision"],
