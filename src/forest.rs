@@ -562,13 +562,27 @@ impl CompactForest {
     /// order: grouped when most features are the same in every row (the optimizer's candidates),
     /// side by side otherwise. Both make exactly smartcore's comparisons.
     #[inline]
-    fn walk(&self, rows: &[f64], f: impl FnMut(usize, usize, f64)) {
+    fn walk(&self, rows: &[f64], mut f: impl FnMut(usize, usize, f64)) {
         let nf = self.n_features;
         let n_rows = rows.len() / nf.max(1);
         if n_rows == 0 {
             return;
         }
         let rows = &rows[..n_rows * nf];
+        if n_rows == 1 {
+            // One row: a plain walk to each leaf, nothing to allocate.
+            for (t, info) in self.trees.iter().enumerate() {
+                let mut n = self.nodes[info.root as usize];
+                while n.feature as usize != nf {
+                    // `!(x <= t)` rather than `x > t`: NaN must go right, as in smartcore.
+                    #[allow(clippy::neg_cmp_op_on_partial_ord)]
+                    let right = !(rows[n.feature as usize] <= n.threshold);
+                    n = self.nodes[(n.left + u32::from(right)) as usize];
+                }
+                f(0, t, n.threshold);
+            }
+            return;
+        }
         let first = &rows[..nf];
         let varies: Vec<bool> = (0..=nf)
             .map(|j| {
