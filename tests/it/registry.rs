@@ -139,7 +139,13 @@ async fn a_tampered_artifact_is_refused_and_the_served_model_is_kept() {
         .publish(format!("{prefix}:model:events"), &meta2.version)
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Wait until the replica has looked at v2 (event or poll) and refused it.
+    for _ in 0..250 {
+        if replica.refusals() >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(
         replica.version().as_deref(),
         Some(meta1.version.as_str()),
