@@ -371,21 +371,18 @@ pub fn finished(
             ),
         ),
         Promotion::GatesFailed => {
-            let g = failed.clone().expect("gates failed");
+            // GatesFailed is only set with a failing gate; name it, or say so if that ever breaks.
+            let (gate, why) = failed
+                .as_ref()
+                .map(|g| (g.gate.to_string(), g.message.clone()))
+                .unwrap_or_else(|| ("(unknown)".into(), "no verdict recorded".into()));
             (
                 Phase::Failed,
                 false,
                 None,
                 None,
-                format!(
-                    "{headline}; stored but not promoted: gate {} failed: {}{publish_note}",
-                    g.gate, g.message
-                ),
-                (
-                    "False",
-                    "GatesFailed",
-                    format!("gate {} failed", g.gate),
-                ),
+                format!("{headline}; stored but not promoted: gate {gate} failed: {why}{publish_note}"),
+                ("False", "GatesFailed", format!("gate {gate} failed")),
             )
         }
         Promotion::ActiveChanged { compared, now: cur } => (
