@@ -316,16 +316,7 @@ pub async fn train_and_report(
         }
         Err(f) => {
             let fin = status::failed(&running, &f, generation, end);
-            ctx.write_status(tj, &fin).await?;
-            ctx.event(
-                tj,
-                EventType::Warning,
-                "TrainingFailed",
-                "Train",
-                f.message(),
-            )
-            .await;
-            ctx.metrics.training("failed");
+            report_failure(ctx, tj, &fin, &f).await?;
             let retry = if f.retried() {
                 Err(Error::Run(f))
             } else {
@@ -393,15 +384,7 @@ async fn start_job(
             "execution mode `job` is unavailable: the controller could not read its own pod (POD_NAME, POD_NAMESPACE) to copy it, and no --job-image was given".into(),
         );
         let s = status::failed(prev, &f, start.generation, now);
-        ctx.write_status(tj, &s).await?;
-        ctx.event(
-            tj,
-            EventType::Warning,
-            "TrainingFailed",
-            "Train",
-            f.message(),
-        )
-        .await;
+        report_failure(ctx, tj, &s, &f).await?;
         return Ok(idle(ctx, None));
     };
     let name = job::job_name(&tj.name_any(), start.generation.unwrap_or(0), now);
@@ -483,7 +466,18 @@ async fn watch_job(
     };
     let f = Failure::JobFailed(why);
     let s = status::failed(prev, &f, tj.metadata.generation, ctx.now());
-    ctx.write_status(tj, &s).await?;
+    report_failure(ctx, tj, &s, &f).await?;
+    Ok(after(ctx, tj, &s))
+}
+
+/// Writes a failed run's status, announces it with a TrainingFailed event and counts it.
+async fn report_failure(
+    ctx: &Context,
+    tj: &TrainingJob,
+    status: &TrainingJobStatus,
+    f: &Failure,
+) -> Result<(), Error> {
+    ctx.write_status(tj, status).await?;
     ctx.event(
         tj,
         EventType::Warning,
@@ -493,7 +487,7 @@ async fn watch_job(
     )
     .await;
     ctx.metrics.training("failed");
-    Ok(after(ctx, tj, &s))
+    Ok(())
 }
 
 /// Evaluates the triggers; when one fires, creates a child TrainingJob (see `triggers`).

@@ -248,21 +248,18 @@ impl Store {
             .await
             .map_err(Error::store(format!("starting a transaction for {what}")))?;
         for chunk in runs.chunks(INSERT_CHUNK) {
-            let placeholders: Vec<String> = (0..chunk.len())
+            // One row: its 20 bound columns, then outcome_final as a literal 0/1.
+            let rows: Vec<String> = (0..chunk.len())
                 .map(|r| {
                     let p: Vec<String> = (1..=N_COLUMNS)
                         .map(|c| format!("${}", r * N_COLUMNS + c))
                         .collect();
-                    format!("({})", p.join(", "))
+                    format!("({}, {})", p.join(", "), u8::from(final_outcome))
                 })
                 .collect();
             let sql = format!(
                 "INSERT INTO runs ({COLUMNS}, outcome_final) VALUES {} {conflict}",
-                placeholders
-                    .iter()
-                    .map(|p| format!("{}, {})", &p[..p.len() - 1], u8::from(final_outcome)))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                rows.join(", ")
             );
             // Only placeholders are generated here; every value is bound.
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
