@@ -338,7 +338,7 @@ async fn post_recommendation(state: Arc<ApiState>, body: Bytes) -> warp::reply::
             return unavailable(&e.to_string());
         }
     };
-    let unknown = crate::telemetry::run::UNKNOWN.to_string();
+    let unknown = crate::record::UNKNOWN.to_string();
     let ctx = BuildContext {
         pipeline: req.pipeline.clone(),
         branch: req.branch.unwrap_or_else(|| "main".into()),

@@ -715,7 +715,7 @@ async fn quickstart(global: &Global, a: QuickstartArgs) -> anyhow::Result<()> {
     let ooms = runs.iter().filter(|r| r.oom_killed).count();
     let rows = runs
         .iter()
-        .map(|r| Ok(crate::telemetry::run::to_raw_row(r)))
+        .map(|r| Ok(crate::record::to_raw_row(r)))
         .collect();
     let report = ingest_rows(&store, rows, Utc::now()).await?;
     println!(

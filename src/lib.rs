@@ -15,6 +15,7 @@ pub mod forest;
 pub mod model;
 pub mod optimizer;
 pub mod outcome;
+pub mod record;
 pub mod registry;
 pub mod reporter;
 pub mod serving;
@@ -54,7 +55,7 @@ pub struct BuildContext {
 
 impl BuildContext {
     /// The context a finished run was admitted with.
-    pub fn of_run(run: &telemetry::RunRecord) -> BuildContext {
+    pub fn of_run(run: &record::RunRecord) -> BuildContext {
         BuildContext {
             pipeline: run.pipeline.clone(),
             branch: run.branch.clone(),

@@ -11,8 +11,8 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
 
 use crate::admission::quantity::{parse_cpu, parse_mem_gb};
-use crate::telemetry::run::UNKNOWN;
-use crate::telemetry::RunRecord;
+use crate::record::RunRecord;
+use crate::record::UNKNOWN;
 
 /// Label the webhook puts on every pod it decided on; the watcher selects on it.
 pub const MANAGED_LABEL: &str = "inframind.io/managed";
@@ -202,8 +202,7 @@ mod tests {
         assert!(run.success && !run.oom_killed);
         assert_eq!(run.started_at.to_rfc3339(), "2026-11-27T10:00:05+00:00");
         // The row passes the same validation as any ingested row.
-        crate::telemetry::validate_row(&crate::telemetry::run::to_raw_row(&run), Utc::now())
-            .unwrap();
+        crate::record::validate_row(&crate::record::to_raw_row(&run), Utc::now()).unwrap();
     }
 
     #[test]

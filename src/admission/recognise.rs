@@ -252,7 +252,7 @@ pub fn context(pod: &Value, container: usize) -> Option<BuildContext> {
                 .and_then(Value::as_str)
                 .map(str::to_string)
         })
-        .unwrap_or_else(|| crate::telemetry::run::UNKNOWN.to_string());
+        .unwrap_or_else(|| crate::record::UNKNOWN.to_string());
     let node = meta
         .either("inframind.io/node-type")
         .or_else(|| {
@@ -263,11 +263,11 @@ pub fn context(pod: &Value, container: usize) -> Option<BuildContext> {
             pod.pointer("/spec/nodeSelector/beta.kubernetes.io~1instance-type")
                 .and_then(Value::as_str)
         })
-        .unwrap_or(crate::telemetry::run::UNKNOWN)
+        .unwrap_or(crate::record::UNKNOWN)
         .to_string();
     Some(BuildContext {
         pipeline,
-        branch: branch(&meta).unwrap_or_else(|| crate::telemetry::run::UNKNOWN.to_string()),
+        branch: branch(&meta).unwrap_or_else(|| crate::record::UNKNOWN.to_string()),
         image,
         node,
     })

@@ -352,7 +352,7 @@ async fn report(args: ReportArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&row)?);
     }
     // Judged exactly as the API will, so a bad local value is named here.
-    crate::telemetry::validate_row(&row, now).map_err(|e| {
+    crate::record::validate_row(&row, now).map_err(|e| {
         anyhow!(
             "the run row for {who} is invalid: {e} (check {})",
             source_of(&e.field)

@@ -216,7 +216,7 @@ async fn admin_train_runs_in_process_without_kubernetes() {
     let api = start(&pg_schema_url().await).await;
     let runs: Vec<Value> = inframind::simulate::demo_runs(500, chrono::Utc::now(), 31)
         .iter()
-        .map(|r| serde_json::to_value(inframind::telemetry::run::to_raw_row(r)).unwrap())
+        .map(|r| serde_json::to_value(inframind::record::to_raw_row(r)).unwrap())
         .collect();
     let (_, report) = api
         .call(

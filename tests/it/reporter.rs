@@ -408,7 +408,7 @@ async fn v2_container_posts_the_exact_row_with_the_bearer_token() {
         .clone()
         .into_iter()
         .collect();
-    let run = inframind::telemetry::validate_row(&row, Utc::now()).unwrap();
+    let run = inframind::record::validate_row(&row, Utc::now()).unwrap();
     assert_eq!(run.run_id, format!("pod-{UID}"));
 }
 
