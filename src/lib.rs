@@ -12,6 +12,7 @@ pub mod error;
 pub mod evaluation;
 pub mod features;
 pub mod forest;
+pub mod kube_time;
 pub mod model;
 pub mod optimizer;
 pub mod outcome;
