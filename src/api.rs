@@ -30,7 +30,7 @@ use tokio::sync::Mutex;
 use warp::http::StatusCode;
 use warp::{Filter, Reply};
 
-use crate::cli::{Global, OptimizerArgs};
+use crate::config::{Global, OptimizerSettings};
 use crate::controller::crd::{TrainingJob, TrainingJobSpec, TrainingJobStatus};
 use crate::model::ModelDir;
 use crate::optimizer::{exploration, Optimizer};
@@ -64,7 +64,7 @@ pub struct ApiArgs {
     pub training_namespace: Option<String>,
     /// Optimizer settings for /v1/recommendations.
     #[command(flatten)]
-    pub optimizer: OptimizerArgs,
+    pub optimizer: OptimizerSettings,
 }
 
 /// Seconds a client is told to wait when the store is down.

@@ -33,7 +33,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::{Client, CustomResourceExt, ResourceExt};
 
-use crate::cli::Global;
+use crate::config::Global;
 pub use context::{Context, Settings, FIELD_MANAGER};
 pub use crd::{Phase, TrainingJob, TrainingJobSpec, TrainingJobStatus};
 pub use reconciler::{error_policy, reconcile, Error};

@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 use crate::admission::{Settings, DEFAULT_CONCURRENCY_ENV};
-use crate::cli::{Global, OptimizerArgs};
+use crate::config::{Global, OptimizerSettings};
 use crate::model::ModelDir;
 use crate::optimizer::Optimizer;
 use crate::registry::{live, LiveModel, WatchConfig};
@@ -85,7 +85,7 @@ pub struct WebhookArgs {
     pub max_body_bytes: u64,
     /// Optimizer settings.
     #[command(flatten)]
-    pub optimizer: OptimizerArgs,
+    pub optimizer: OptimizerSettings,
 }
 
 /// The certificate store for the arguments: files (watched) or self-signed (published).

@@ -24,12 +24,12 @@ async fn start(database_url: &str) -> TestApi {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("ingest"), format!("{INGEST}\n")).unwrap();
     std::fs::write(dir.path().join("admin"), ADMIN).unwrap();
-    let global = inframind::cli::Global {
+    let global = inframind::config::Global {
         database_url: database_url.to_string(),
         models_dir: dir.path().join("models"),
         redis_url: None,
         redis_prefix: "im".into(),
-        log_format: inframind::cli::LogFormat::Text,
+        log_format: inframind::config::LogFormat::Text,
     };
     let state = Arc::new(ApiState::new(
         database_url.to_string(),

@@ -181,12 +181,12 @@ async fn admitted_builds_are_recorded_retrained_on_and_the_next_admission_uses_t
     assert_eq!(store.count_runs().await.unwrap(), admitted as u64);
 
     // A TrainingJob retrains on them (the controller's training path) and promotes.
-    let global = inframind::cli::Global {
+    let global = inframind::config::Global {
         database_url: db.clone(),
         models_dir: dir.path().join("controller"),
         redis_url: Some(redis_url()),
         redis_prefix: prefix.clone(),
-        log_format: inframind::cli::LogFormat::Text,
+        log_format: inframind::config::LogFormat::Text,
     };
     let ctx = inframind::api::in_process_training(&global).unwrap();
     let spec: TrainingJobSpec = serde_json::from_value(json!({"hyperparameters": {"trees": 30, "maxDepth": 10}, "gates": {"maxMaeSeconds": 10000, "minR2": 0.0}})).unwrap();
