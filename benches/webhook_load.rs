@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use chrono::{TimeZone, Utc};
 use inframind::admission::Settings;
 use inframind::forest::ForestParams;
+use inframind::optimizer::recommender::Recommender;
 use inframind::optimizer::{Optimizer, OptimizerConfig};
 use inframind::registry::LiveModel;
 use inframind::simulate::demo_runs;
@@ -99,7 +100,7 @@ fn main() {
         stats.insert(s);
         let generated = tls::self_signed(&["localhost".to_string()]).unwrap();
         let state = Arc::new(AppState {
-            settings: Settings { optimizer: Optimizer::new(OptimizerConfig::default()), decisions: Some(Arc::new(inframind::optimizer::cache::DecisionCache::new())), ..Settings::default() },
+            settings: Settings { recommender: Recommender::new(Optimizer::new(OptimizerConfig::default())).with_cache(Arc::new(inframind::optimizer::cache::DecisionCache::new())), ..Settings::default() },
             live,
             stats,
             metrics: Default::default(),

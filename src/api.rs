@@ -33,10 +33,10 @@ use warp::{Filter, Reply};
 use crate::config::{Global, OptimizerSettings};
 use crate::controller::crd::{TrainingJob, TrainingJobSpec, TrainingJobStatus};
 use crate::model::ModelDir;
-use crate::optimizer::{exploration, Optimizer};
+use crate::optimizer::recommender::Recommender;
+use crate::optimizer::Optimizer;
 use crate::registry::{live, LiveModel, WatchConfig};
 use crate::telemetry::{ingest_rows, Store};
-use crate::BuildContext;
 
 /// `inframind api` arguments.
 #[derive(Debug, clap::Args)]
@@ -144,8 +144,8 @@ pub struct ApiState {
     pub admin: Option<TokenFile>,
     /// The model recommendations use.
     pub live: Arc<LiveModel>,
-    /// The optimizer.
-    pub optimizer: Optimizer,
+    /// Assembles recommendations (the same way the webhook and the CLI do).
+    pub recommender: Recommender,
     /// Largest accepted body.
     pub max_body: u64,
     /// How /v1/train trains.
@@ -159,7 +159,7 @@ impl ApiState {
         ingest: TokenFile,
         admin: Option<TokenFile>,
         live: Arc<LiveModel>,
-        optimizer: Optimizer,
+        recommender: Recommender,
         max_body: u64,
         training: Training,
     ) -> ApiState {
@@ -169,7 +169,7 @@ impl ApiState {
             ingest,
             admin,
             live,
-            optimizer,
+            recommender,
             max_body,
             training,
         }
@@ -338,25 +338,17 @@ async fn post_recommendation(state: Arc<ApiState>, body: Bytes) -> warp::reply::
             return unavailable(&e.to_string());
         }
     };
-    let unknown = crate::record::UNKNOWN.to_string();
-    let ctx = BuildContext {
-        pipeline: req.pipeline.clone(),
-        branch: req.branch.unwrap_or_else(|| "main".into()),
-        image: req.image.unwrap_or_else(|| unknown.clone()),
-        node: req.node.unwrap_or(unknown),
-    };
-    let seed = req.seed.unwrap_or_else(|| {
-        exploration::seed_from(&format!(
-            "{}@{}",
-            ctx.pipeline,
-            Utc::now().timestamp_nanos_opt().unwrap_or_default()
-        ))
-    });
+    let ctx = Recommender::context(req.pipeline, req.branch, req.image, req.node);
+    // Without a seed, the request's own id seeds exploration, as a pod's uid does in the webhook.
+    let seed = req
+        .seed
+        .unwrap_or_else(|| Recommender::seed(&uuid::Uuid::new_v4().to_string()));
     let model = state.live.get();
     let stats = (stats.runs > 0).then_some(stats);
-    let decision = state
-        .optimizer
-        .decide(&ctx, stats.as_ref(), model.as_deref(), Utc::now(), seed);
+    let decision =
+        state
+            .recommender
+            .recommend(&ctx, stats.as_ref(), model.as_deref(), Utc::now(), seed);
     warp::reply::json(&decision).into_response()
 }
 
@@ -621,7 +613,7 @@ pub async fn run(global: &Global, args: ApiArgs) -> anyhow::Result<()> {
         ingest,
         admin,
         live,
-        Optimizer::new(args.optimizer.config()?),
+        Recommender::new(Optimizer::new(args.optimizer.config()?)),
         args.max_body_bytes,
         training,
     ));

@@ -10,7 +10,8 @@ pub use crate::config::{Global, LogFormat, OptimizerSettings};
 use crate::evaluation::Split;
 use crate::forest::ForestParams;
 use crate::model::{ModelDir, ModelMeta};
-use crate::optimizer::{describe, exploration, Decision, Optimizer, OptimizerConfig};
+use crate::optimizer::recommender::Recommender;
+use crate::optimizer::{describe, Decision, Optimizer, OptimizerConfig};
 use crate::registry::Registry;
 use crate::telemetry::{ingest_rows, read_rows, IngestReport, Store};
 use crate::training::{train_and_save, Stage, TrainingSpec};
@@ -74,15 +75,15 @@ pub struct RecommendArgs {
     /// Pipeline (repository).
     #[arg(long)]
     pub pipeline: String,
-    /// Branch.
-    #[arg(long, default_value = "main")]
-    pub branch: String,
-    /// Build image.
-    #[arg(long, default_value = "unknown")]
-    pub image: String,
-    /// Node type.
-    #[arg(long, default_value = "unknown")]
-    pub node: String,
+    /// Branch (default: `unknown`, as admission sees a pod without one).
+    #[arg(long)]
+    pub branch: Option<String>,
+    /// Build image (default: `unknown`).
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Node type (default: `unknown`).
+    #[arg(long)]
+    pub node: Option<String>,
     /// Seed for the exploration draw (default: derived from pipeline and time); same seed, same decision.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -571,7 +572,7 @@ async fn quickstart(global: &Global, a: QuickstartArgs) -> anyhow::Result<()> {
         exploration_rate: 0.0,
         ..Default::default()
     });
-    print_decision(&decide(global, &ctx, &optimizer, 0).await?);
+    print_decision(&decide(global, &ctx, &Recommender::new(optimizer), 0).await?);
     Ok(())
 }
 
@@ -602,14 +603,14 @@ fn print_decision(d: &Decision) {
 async fn decide(
     global: &Global,
     ctx: &BuildContext,
-    optimizer: &Optimizer,
+    recommender: &Recommender,
     seed: u64,
 ) -> anyhow::Result<Decision> {
     let store = connect(global).await?;
     let stats = store.pipeline_stats(&ctx.pipeline).await?;
     let model = open_registry(global).await?.load_active().await?;
     let stats = (stats.runs > 0).then_some(stats);
-    Ok(optimizer.decide(
+    Ok(recommender.recommend(
         ctx,
         stats.as_ref(),
         model.as_ref().map(|m| &m.0),
@@ -619,21 +620,13 @@ async fn decide(
 }
 
 async fn recommend(global: &Global, a: RecommendArgs) -> anyhow::Result<()> {
-    let optimizer = Optimizer::new(a.optimizer.config()?);
-    let ctx = BuildContext {
-        pipeline: a.pipeline,
-        branch: a.branch,
-        image: a.image,
-        node: a.node,
-    };
-    let seed = a.seed.unwrap_or_else(|| {
-        exploration::seed_from(&format!(
-            "{}@{}",
-            ctx.pipeline,
-            Utc::now().timestamp_nanos_opt().unwrap_or_default()
-        ))
-    });
-    let d = decide(global, &ctx, &optimizer, seed).await?;
+    let recommender = Recommender::new(Optimizer::new(a.optimizer.config()?));
+    let ctx = Recommender::context(a.pipeline, a.branch, a.image, a.node);
+    // Without --seed, a fresh request id seeds exploration, as a pod's uid does in the webhook.
+    let seed = a
+        .seed
+        .unwrap_or_else(|| Recommender::seed(&uuid::Uuid::new_v4().to_string()));
+    let d = decide(global, &ctx, &recommender, seed).await?;
     match a.output {
         Output::Json => print_json(&d)?,
         Output::Text => print_decision(&d),

@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::model::Model;
-use crate::optimizer::{exploration, Decision, Optimizer};
+use crate::optimizer::recommender::Recommender;
+use crate::optimizer::Decision;
 use crate::stats::PipelineStats;
 use patch::{annotation_ops, original, resource_ops};
 use quantity::{format_cpu, format_mem};
@@ -143,11 +144,8 @@ pub struct Settings {
     pub concurrency_env: Vec<String>,
     /// Apply the default baseline to pipelines with no history (otherwise they are only annotated).
     pub cold_start_apply_defaults: bool,
-    /// The optimizer.
-    pub optimizer: Optimizer,
-    /// Shares exploit decisions within a minute (the webhook's hot path); `None` decides afresh
-    /// at the exact time every time.
-    pub decisions: Option<Arc<crate::optimizer::cache::DecisionCache>>,
+    /// Assembles decisions (the same way the API and the CLI do).
+    pub recommender: Recommender,
 }
 
 impl Default for Settings {
@@ -159,8 +157,7 @@ impl Default for Settings {
                 .map(|s| s.to_string())
                 .collect(),
             cold_start_apply_defaults: false,
-            optimizer: Optimizer::default(),
-            decisions: None,
+            recommender: Recommender::default(),
         }
     }
 }
@@ -275,20 +272,10 @@ pub fn admit(
         .unwrap_or("")
         .to_string();
     let stats = stats(&ctx.pipeline);
-    let seed = exploration::seed_from(uid);
-    let decision = match &settings.decisions {
-        Some(cache) => cache.decide(
-            &settings.optimizer,
-            &ctx,
-            stats.as_deref(),
-            model,
-            now,
-            seed,
-        ),
-        None => settings
-            .optimizer
-            .decide(&ctx, stats.as_deref(), model, now, seed),
-    };
+    let seed = Recommender::seed(uid);
+    let decision = settings
+        .recommender
+        .recommend(&ctx, stats.as_deref(), model, now, seed);
     let before = original(pod, i, &settings.concurrency_env);
 
     let no_history = stats.is_none() && decision.cold_start && !settings.cold_start_apply_defaults;

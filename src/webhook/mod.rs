@@ -20,6 +20,7 @@ use anyhow::{bail, Context};
 use crate::admission::{Settings, DEFAULT_CONCURRENCY_ENV};
 use crate::config::{Global, OptimizerSettings};
 use crate::model::ModelDir;
+use crate::optimizer::recommender::Recommender;
 use crate::optimizer::Optimizer;
 use crate::registry::{live, LiveModel, WatchConfig};
 pub use server::AppState;
@@ -129,8 +130,8 @@ pub fn settings(args: &WebhookArgs) -> anyhow::Result<Settings> {
             .filter(|s| !s.is_empty())
             .collect(),
         cold_start_apply_defaults: args.cold_start_apply_defaults,
-        optimizer: Optimizer::new(args.optimizer.config()?),
-        decisions: Some(Arc::new(crate::optimizer::cache::DecisionCache::new())),
+        recommender: Recommender::new(Optimizer::new(args.optimizer.config()?))
+            .with_cache(Arc::new(crate::optimizer::cache::DecisionCache::new())),
     })
 }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use inframind::api::{self, ApiState, TokenFile, Training};
 use inframind::client::Connection;
+use inframind::optimizer::recommender::Recommender;
 use inframind::optimizer::{Optimizer, OptimizerConfig};
 use inframind::registry::LiveModel;
 use serde_json::{json, Value};
@@ -36,10 +37,10 @@ async fn start(database_url: &str) -> TestApi {
         TokenFile::open(dir.path().join("ingest")).unwrap(),
         Some(TokenFile::open(dir.path().join("admin")).unwrap()),
         Arc::new(LiveModel::new()),
-        Optimizer::new(OptimizerConfig {
+        Recommender::new(Optimizer::new(OptimizerConfig {
             exploration_rate: 0.0,
             ..Default::default()
-        }),
+        })),
         1024 * 1024,
         Training::InProcess(Box::new(api::in_process_training(&global).unwrap())),
     ));

@@ -16,6 +16,7 @@ use inframind::admission::Settings;
 use inframind::controller::crd::TrainingJobSpec;
 use inframind::controller::outcomes::Recorder;
 use inframind::model::ModelDir;
+use inframind::optimizer::recommender::Recommender;
 use inframind::optimizer::{Optimizer, OptimizerConfig};
 use inframind::registry::{live, LiveModel, WatchConfig};
 use inframind::simulate::{default_profiles, Simulator};
@@ -120,10 +121,10 @@ async fn admitted_builds_are_recorded_retrained_on_and_the_next_admission_uses_t
     live::bootstrap(&live_model, &watch).await;
     let watcher = live::spawn(live_model.clone(), watch);
     let settings = Settings {
-        optimizer: Optimizer::new(OptimizerConfig {
+        recommender: Recommender::new(Optimizer::new(OptimizerConfig {
             exploration_rate: 0.1,
             ..Default::default()
-        }),
+        })),
         cold_start_apply_defaults: true,
         ..Settings::default()
     };

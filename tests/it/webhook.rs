@@ -7,6 +7,7 @@ use std::time::Duration;
 use chrono::Utc;
 use inframind::admission::Settings;
 use inframind::model::ModelDir;
+use inframind::optimizer::recommender::Recommender;
 use inframind::optimizer::{Optimizer, OptimizerConfig};
 use inframind::registry::{live, LiveModel, Registry, WatchConfig};
 use inframind::simulate::demo_runs;
@@ -19,10 +20,10 @@ use crate::harness::{
 
 fn exploit() -> Settings {
     Settings {
-        optimizer: Optimizer::new(OptimizerConfig {
+        recommender: Recommender::new(Optimizer::new(OptimizerConfig {
             exploration_rate: 0.0,
             ..Default::default()
-        }),
+        })),
         ..Settings::default()
     }
 }
