@@ -30,7 +30,7 @@ use tokio::sync::Mutex;
 use warp::http::StatusCode;
 use warp::{Filter, Reply};
 
-use crate::config::{Global, OptimizerSettings};
+use crate::config::{DrainSettings, Global, OptimizerSettings};
 use crate::controller::crd::{TrainingJob, TrainingJobSpec, TrainingJobStatus};
 use crate::model::ModelDir;
 use crate::optimizer::recommender::Recommender;
@@ -65,6 +65,9 @@ pub struct ApiArgs {
     /// Optimizer settings for /v1/recommendations.
     #[command(flatten)]
     pub optimizer: OptimizerSettings,
+    /// Shutdown drain.
+    #[command(flatten)]
+    pub drain: DrainSettings,
 }
 
 /// Seconds a client is told to wait when the store is down.
@@ -150,6 +153,8 @@ pub struct ApiState {
     pub max_body: u64,
     /// How /v1/train trains.
     pub training: Training,
+    /// False while draining: `/readyz` answers 503 so the Service stops sending.
+    pub ready: std::sync::atomic::AtomicBool,
 }
 
 impl ApiState {
@@ -172,6 +177,7 @@ impl ApiState {
             recommender,
             max_body,
             training,
+            ready: std::sync::atomic::AtomicBool::new(true),
         }
     }
 
@@ -425,7 +431,7 @@ fn capped_body(max: u64) -> impl Filter<Extract = (Bytes,), Error = warp::Reject
     warp::header::optional::<u64>("content-length")
         .and(warp::body::stream())
         .and_then(move |len: Option<u64>, body| async move {
-            crate::webhook::server::read_capped(len, Box::pin(body), max)
+            crate::serving::body::read_capped(len, Box::pin(body), max)
                 .await
                 .map_err(|resp| warp::reject::custom(Denied(std::sync::Mutex::new(Some(resp)))))
         })
@@ -484,6 +490,17 @@ pub fn routes(
     let healthz = warp::path!("healthz")
         .and(warp::get())
         .map(|| warp::reply::with_status("ok", StatusCode::OK).into_response());
+    let readyz = warp::path!("readyz")
+        .and(warp::get())
+        .and(with_state.clone())
+        .map(|s: Arc<ApiState>| {
+            if s.ready.load(std::sync::atomic::Ordering::Acquire) {
+                warp::reply::with_status("ready", StatusCode::OK).into_response()
+            } else {
+                warp::reply::with_status("draining", StatusCode::SERVICE_UNAVAILABLE)
+                    .into_response()
+            }
+        });
     runs.or(stats)
         .unify()
         .or(recommend)
@@ -491,6 +508,8 @@ pub fn routes(
         .or(train)
         .unify()
         .or(healthz)
+        .unify()
+        .or(readyz)
         .unify()
         .recover(|rej: warp::Rejection| async move {
             let resp = if let Some(d) = rej.find::<Denied>() {
@@ -542,7 +561,7 @@ pub async fn spawn(
     addr: SocketAddr,
     tls: Option<Arc<rustls::ServerConfig>>,
     state: Arc<ApiState>,
-) -> crate::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+) -> crate::Result<crate::serving::Server> {
     crate::serving::spawn(addr, tls, routes(state)).await
 }
 
@@ -597,8 +616,8 @@ pub async fn run(global: &Global, args: ApiArgs) -> anyhow::Result<()> {
     };
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(c), Some(k)) => {
-            let store = crate::webhook::tls::CertStore::from_files(c, k)?;
-            crate::webhook::tls::watch_files(
+            let store = crate::serving::tls::CertStore::from_files(c, k)?;
+            crate::serving::tls::watch_files(
                 store.clone(),
                 c.clone(),
                 k.clone(),
@@ -617,10 +636,11 @@ pub async fn run(global: &Global, args: ApiArgs) -> anyhow::Result<()> {
         args.max_body_bytes,
         training,
     ));
-    let (addr, server) = spawn(args.listen, tls, state).await?;
-    tracing::info!(%addr, "InfraMind API serving");
-    crate::serving::shutdown_signal().await;
-    server.abort();
+    let server = spawn(args.listen, tls, state.clone()).await?;
+    tracing::info!(addr = %server.addr(), "InfraMind API serving");
+    server
+        .run_until_signal(&state.ready, args.drain.drain())
+        .await;
     Ok(())
 }
 

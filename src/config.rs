@@ -213,3 +213,25 @@ impl OptimizerSettings {
         })
     }
 }
+
+/// How a server stops on SIGTERM (the chart's `preStop` and `terminationGracePeriodSeconds`
+/// are set to match).
+#[derive(Debug, Args, Clone, Copy)]
+pub struct DrainSettings {
+    /// Seconds to keep serving, reporting not-ready, after SIGTERM.
+    #[arg(long, env = "INFRAMIND_DRAIN_SECONDS", default_value_t = crate::serving::DEFAULT_DRAIN_SECONDS)]
+    pub drain_seconds: u64,
+    /// Seconds in-flight requests get to finish once accepting stops.
+    #[arg(long, env = "INFRAMIND_SHUTDOWN_GRACE_SECONDS", default_value_t = crate::serving::DEFAULT_GRACE_SECONDS)]
+    pub shutdown_grace_seconds: u64,
+}
+
+impl DrainSettings {
+    /// The drain these settings describe.
+    pub fn drain(&self) -> crate::serving::Drain {
+        crate::serving::Drain {
+            period: std::time::Duration::from_secs(self.drain_seconds),
+            grace: std::time::Duration::from_secs(self.shutdown_grace_seconds),
+        }
+    }
+}

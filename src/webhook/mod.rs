@@ -7,7 +7,6 @@ pub mod ca;
 pub mod metrics;
 pub mod server;
 pub mod stats_cache;
-pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,14 +17,14 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 use crate::admission::{Settings, DEFAULT_CONCURRENCY_ENV};
-use crate::config::{Global, OptimizerSettings};
+use crate::config::{DrainSettings, Global, OptimizerSettings};
 use crate::model::ModelDir;
 use crate::optimizer::recommender::Recommender;
 use crate::optimizer::Optimizer;
 use crate::registry::{live, LiveModel, WatchConfig};
+use crate::serving::tls::{self, CertStore};
 pub use server::AppState;
 use stats_cache::StatsCache;
-use tls::CertStore;
 
 /// `inframind webhook` arguments.
 #[derive(Debug, clap::Args)]
@@ -87,6 +86,9 @@ pub struct WebhookArgs {
     /// Optimizer settings.
     #[command(flatten)]
     pub optimizer: OptimizerSettings,
+    /// Shutdown drain.
+    #[command(flatten)]
+    pub drain: DrainSettings,
 }
 
 /// The certificate store for the arguments: files (watched) or self-signed (published).
@@ -150,8 +152,8 @@ pub async fn run(global: &Global, args: WebhookArgs) -> anyhow::Result<()> {
         certs,
     });
     // Serve probes at once; readiness follows the model.
-    let (addr, server) = server::spawn(args.listen, state.clone()).await?;
-    tracing::info!(%addr, "webhook serving HTTPS");
+    let server = server::spawn(args.listen, state.clone()).await?;
+    tracing::info!(addr = %server.addr(), "webhook serving HTTPS");
     let watch = WatchConfig {
         dir: ModelDir::new(&global.models_dir),
         redis_url: global.redis_url.clone(),
@@ -167,8 +169,8 @@ pub async fn run(global: &Global, args: WebhookArgs) -> anyhow::Result<()> {
     );
     state.ready.store(true, Ordering::Release);
     tracing::info!(model = ?live.version(), "webhook ready");
-    crate::serving::shutdown_signal().await;
-    tracing::info!("shutting down");
-    server.abort();
+    server
+        .run_until_signal(&state.ready, args.drain.drain())
+        .await;
     Ok(())
 }

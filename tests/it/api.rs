@@ -15,7 +15,7 @@ use crate::harness::{pg_addr, pg_schema_url, with_host, TcpProxy};
 struct TestApi {
     addr: std::net::SocketAddr,
     _dir: tempfile::TempDir,
-    _server: tokio::task::JoinHandle<()>,
+    _server: inframind::serving::Server,
 }
 
 const INGEST: &str = "ingest-secret-token";
@@ -44,9 +44,10 @@ async fn start(database_url: &str) -> TestApi {
         1024 * 1024,
         Training::InProcess(Box::new(api::in_process_training(&global).unwrap())),
     ));
-    let (addr, server) = api::spawn("127.0.0.1:0".parse().unwrap(), None, state)
+    let server = api::spawn("127.0.0.1:0".parse().unwrap(), None, state)
         .await
         .unwrap();
+    let addr = server.addr();
     TestApi {
         addr,
         _dir: dir,

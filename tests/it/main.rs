@@ -9,6 +9,7 @@ mod api;
 mod cli;
 mod controller;
 mod e2e;
+mod layout;
 mod outcomes;
 mod registry;
 mod reporter;
