@@ -8,6 +8,7 @@ mod harness;
 mod api;
 mod cli;
 mod controller;
+mod drain;
 mod e2e;
 mod layout;
 mod outcomes;
