@@ -4,13 +4,12 @@
 use std::sync::Arc;
 
 use inframind::api::{self, ApiState, TokenFile, Training};
-use inframind::client::Connection;
 use inframind::optimizer::recommender::Recommender;
 use inframind::optimizer::{Optimizer, OptimizerConfig};
 use inframind::registry::LiveModel;
 use serde_json::{json, Value};
 
-use crate::harness::{pg_addr, pg_schema_url, with_host, TcpProxy};
+use crate::harness::{pg_addr, pg_schema_url, with_host, Site, TcpProxy};
 
 struct TestApi {
     addr: std::net::SocketAddr,
@@ -66,9 +65,7 @@ impl TestApi {
         let auth = token.map(|t| format!("Bearer {t}"));
         let headers: Vec<(&str, &str)> =
             auth.iter().map(|a| ("authorization", a.as_str())).collect();
-        let (status, bytes) = Connection::plain(self.addr)
-            .await
-            .unwrap()
+        let (status, bytes) = Site::plain(self.addr)
             .send(method, path, &headers, body)
             .await
             .unwrap();
@@ -271,7 +268,7 @@ async fn a_database_outage_is_503_with_retry_after_and_loses_nothing_acknowledge
     assert_eq!((status, r["accepted"].as_u64()), (200, Some(1)));
 
     proxy.cut();
-    let mut conn = Connection::plain(api.addr).await.unwrap();
+    let conn = Site::plain(api.addr);
     let auth = format!("Bearer {INGEST}");
     let (status, body) = conn
         .send(
