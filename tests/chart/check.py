@@ -67,6 +67,11 @@ OPTIMIZER_ENV = ["INFRAMIND_OBJECTIVE", "INFRAMIND_EXPLORATION_RATE", "INFRAMIND
 WEBHOOK_ONLY_ENV = ["INFRAMIND_DRY_RUN", "INFRAMIND_CONCURRENCY_ENV"]
 WEBHOOK_ENV = WEBHOOK_ONLY_ENV + OPTIMIZER_ENV
 CONTROLLER_ENV = ["INFRAMIND_LEASE_NAME", "POD_NAME", "POD_NAMESPACE"]
+# Training Jobs (controller.batchJobs): the training ServiceAccount (controller only) and the
+# allowlists of other images and ServiceAccounts (controller and API, when configured).
+JOB_SA_ENV = "INFRAMIND_JOB_SERVICE_ACCOUNT"
+JOB_POLICY_ENV = {"INFRAMIND_JOB_ALLOWED_IMAGES": "allowedJobImages",
+                  "INFRAMIND_JOB_ALLOWED_SERVICE_ACCOUNTS": "allowedJobServiceAccounts"}
 # `inframind api`: always, and when configured (admin token, TLS, training namespace).
 API_ENV = ["INFRAMIND_INGEST_TOKEN_FILE", "INFRAMIND_API_MAX_BODY_BYTES"] + OPTIMIZER_ENV
 API_OPTIONAL_ENV = ["INFRAMIND_ADMIN_TOKEN_FILE", "INFRAMIND_API_TLS_CERT", "INFRAMIND_API_TLS_KEY",
@@ -131,7 +136,9 @@ VALUE_SETS: dict[str, dict] = {
                 "tls": {"enabled": True, "secretName": "inframind-api-tls"},
                 "podDisruptionBudget": {"minAvailable": 2},
                 "extraEnv": [{"name": "RUST_BACKTRACE", "value": "1"}]},
-        "serviceAccount": {"api": {"name": "ingest"}},
+        "serviceAccount": {"api": {"name": "ingest"}, "training": {"name": "im-train"}},
+        "controller": {"allowedJobImages": ["ghcr.io/inframind/inframind:debug", "registry.corp/inframind@sha256:" + "b" * 64],
+                       "allowedJobServiceAccounts": ["trainer-gpu"]},
         "networkPolicy": {"enabled": True,
                           "api": {"from": [{"namespaceSelector": {"matchLabels": {"inframind.io/reporters": "true"}}}]}},
     },
@@ -175,6 +182,10 @@ SCHEMA_REJECTS = [
     ({"api": {"podAntiAffinity": "always"}}, "/api/podAntiAffinity"),
     ({"api": {"listen": "0.0.0.0:9000"}}, "/api"),  # the port is the chart's, not a value
     ({"serviceAccount": {"api": {"create": "yes"}}}, "/serviceAccount/api/create"),
+    ({"serviceAccount": {"training": {"name": "Trainer"}}}, "/serviceAccount/training/name"),
+    ({"controller": {"allowedJobImages": "ghcr.io/x/y:1"}}, "/controller/allowedJobImages"),
+    ({"controller": {"allowedJobImages": ["a b"]}}, "/controller/allowedJobImages"),
+    ({"controller": {"allowedJobServiceAccounts": ["Trainer_GPU"]}}, "/controller/allowedJobServiceAccounts"),
     ({"networkPolicy": {"api": {"from": {"namespaceSelector": {}}}}}, "/networkPolicy/api/from"),
 ]
 # values the schema accepts but the templates must refuse (cross-field rules)
@@ -418,6 +429,8 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
         else (v["serviceAccount"]["api"]["name"] or "default")
     api_admin = bool(api["adminToken"]["secretName"])
     training_ns = api["trainingNamespace"]
+    jobs_on = ctl_on and v["controller"]["batchJobs"]
+    training_sa = v["serviceAccount"]["training"]["name"] or f"{fullname}-training"
     deployments = {d["metadata"]["name"]: d for d in by_kind(objs, "Deployment")}
     c = lambda what, fn: runner.check(f"{name}: {what}", fn)  # noqa: E731
 
@@ -502,8 +515,17 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
         for var, val in want.items():
             assert env[var].get("value") == val, f"webhook: {var}={env[var].get('value')!r}, expected {val!r}"
         check_optimizer_env(env, v, "webhook")
-        stray = [n for n in API_ENV[:2] + API_OPTIONAL_ENV + CONTROLLER_ENV if n in env]
+        stray = [n for n in API_ENV[:2] + API_OPTIONAL_ENV + CONTROLLER_ENV + [JOB_SA_ENV, *JOB_POLICY_ENV] if n in env]
         assert not stray, f"webhook: has other components' variables {stray}"
+
+        def check_job_policy(env, who):
+            for var, key in JOB_POLICY_ENV.items():
+                want = v["controller"][key]
+                if want and jobs_on:
+                    got = env.get(var, {}).get("value")
+                    assert got == ",".join(want), f"{who}: {var}={got!r}, expected {','.join(want)!r}"
+                else:
+                    assert var not in env, f"{who}: {var} set although controller.{key} is empty or Jobs are off"
         for extra in v["webhook"]["extraEnv"]:
             assert extra["name"] in env, f"webhook: extraEnv {extra['name']} missing"
         if ctl_on:
@@ -514,6 +536,12 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
             assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
             stray = [n for n in WEBHOOK_ENV + API_ENV + API_OPTIONAL_ENV if n in env]
             assert not stray, f"controller: has other components' variables {stray}"
+            if jobs_on:
+                assert env.get(JOB_SA_ENV, {}).get("value") == training_sa, \
+                    f"controller: {JOB_SA_ENV}={env.get(JOB_SA_ENV)}, expected the training ServiceAccount {training_sa}"
+            else:
+                assert JOB_SA_ENV not in env, f"controller: {JOB_SA_ENV} without controller.batchJobs"
+            check_job_policy(env, "controller")
         if api_on:
             ct = deployments[api_name]["spec"]["template"]["spec"]["containers"][0]
             env = check_common(ct)
@@ -529,8 +557,9 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
                 assert (var in env) == on, f"api: {var} {'missing' if on else 'set'} ({var} follows the values)"
             if training_ns:
                 assert env["INFRAMIND_TRAINING_NAMESPACE"].get("value") == training_ns
-            stray = [n for n in WEBHOOK_ONLY_ENV + CONTROLLER_ENV if n in env]
+            stray = [n for n in WEBHOOK_ONLY_ENV + CONTROLLER_ENV + [JOB_SA_ENV] if n in env]
             assert not stray, f"api: has other components' variables {stray}"
+            check_job_policy(env, "api")
             for extra in api["extraEnv"]:
                 assert extra["name"] in env, f"api: extraEnv {extra['name']} missing"
             # no token ever travels as an environment value or a secretKeyRef
@@ -792,8 +821,8 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
             assert not [o for o in objs if o["kind"] in ("Role", "RoleBinding")
                         and o["metadata"]["labels"].get("app.kubernetes.io/component") == "api"], "API disabled but its Role is rendered"
         if not ctl_on:
-            assert not [o for o in objs if o["kind"] in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
-                        and o["metadata"]["labels"].get("app.kubernetes.io/component") == "controller"], \
+            assert not [o for o in objs if o["kind"] in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ServiceAccount")
+                        and o["metadata"]["labels"].get("app.kubernetes.io/component") in ("controller", "training")], \
                 "controller disabled but its RBAC is rendered"
             return
         cluster, namespaced = grants_for(objs, ctl_name, NAMESPACE)
@@ -802,13 +831,31 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
                 | expand("events.k8s.io", "events", ["create", "patch"])
                 | expand("", "pods", ["get", "list", "watch"])
                 | expand("", "nodes", ["get"]))
-        if v["controller"]["batchJobs"]:
-            want |= expand("batch", "jobs", ["create", "get", "list", "watch", "delete"])
         assert cluster == want, f"controller cluster grants differ: extra {sorted(cluster - want)}, missing {sorted(want - cluster)}"
         lease = v["controller"]["leaseName"]
         want_ns = {NAMESPACE: expand("coordination.k8s.io", "leases", ["create"])
                    | expand("coordination.k8s.io", "leases", ["get", "update", "patch"], lease)}
+        if jobs_on:
+            # training Jobs run in the release namespace only: never a cluster-wide Jobs grant
+            want_ns[NAMESPACE] |= expand("batch", "jobs", ["create", "get", "list", "watch"])
         assert namespaced == want_ns, f"controller namespaced grants {namespaced}, expected {want_ns}"
+        # training Jobs: their own ServiceAccount, which may only report on TrainingJobs
+        sas = [s for s in by_kind(objs, "ServiceAccount") if s["metadata"]["name"] == training_sa]
+        cluster, namespaced = grants_for(objs, training_sa, NAMESPACE)
+        if not jobs_on:
+            assert not sas and not cluster and not namespaced, \
+                f"training ServiceAccount or grants rendered without controller.batchJobs: {cluster} {namespaced}"
+            return
+        assert training_sa != ctl_name, "training Jobs must not run as the controller's ServiceAccount"
+        if v["serviceAccount"]["training"]["create"]:
+            assert len(sas) == 1, f"no training ServiceAccount {training_sa}"
+            assert sas[0].get("automountServiceAccountToken") is False, \
+                "the training ServiceAccount must not mount its token into every pod that borrows it"
+        want = (expand("inframind.io", "trainingjobs", ["get"])
+                | expand("inframind.io", "trainingjobs/status", ["get", "patch"])
+                | expand("events.k8s.io", "events", ["create", "patch"]))
+        assert cluster == want and not namespaced, \
+            f"training grants differ: extra {sorted(cluster - want)}, missing {sorted(want - cluster)}, namespaced {namespaced}"
     c("RBAC least privilege (exact rules per ServiceAccount)", rbac)
 
     def pdbs():

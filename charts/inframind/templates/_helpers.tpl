@@ -59,6 +59,10 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s-controller" (include "inframind.fullname" .) }}
 {{- end }}
 
+{{- define "inframind.training.fullname" -}}
+{{- printf "%s-training" (include "inframind.fullname" .) }}
+{{- end }}
+
 {{- define "inframind.api.fullname" -}}
 {{- printf "%s-api" (include "inframind.fullname" .) }}
 {{- end }}
@@ -81,6 +85,26 @@ app.kubernetes.io/component: {{ .component }}
 {{- default (include "inframind.controller.fullname" .) .Values.serviceAccount.controller.name }}
 {{- else }}
 {{- default "default" .Values.serviceAccount.controller.name }}
+{{- end }}
+{{- end }}
+
+{{/* The training Jobs' ServiceAccount; never "default" or the controller's. */}}
+{{- define "inframind.training.serviceAccountName" -}}
+{{- default (include "inframind.training.fullname" .) .Values.serviceAccount.training.name }}
+{{- end }}
+
+{{/*
+Which other images and ServiceAccounts a TrainingJob may choose for its Job (the controller
+enforces them; the API refuses POST /v1/train specs outside them).
+*/}}
+{{- define "inframind.jobPolicyEnv" -}}
+{{- with .Values.controller.allowedJobImages }}
+- name: INFRAMIND_JOB_ALLOWED_IMAGES
+  value: {{ join "," . | quote }}
+{{- end }}
+{{- with .Values.controller.allowedJobServiceAccounts }}
+- name: INFRAMIND_JOB_ALLOWED_SERVICE_ACCOUNTS
+  value: {{ join "," . | quote }}
 {{- end }}
 {{- end }}
 
