@@ -48,7 +48,15 @@ from kubernetes_validate import utils as kv_utils  # noqa: E402
 
 CHART = ROOT / "charts" / "inframind"
 RELEASE, NAMESPACE = "inframind", "ci-system"
-KUBE_VERSIONS = ["1.33.0", "1.37.0"]
+# The oldest version Chart.yaml's kubeVersion admits (kubernetes-validate's oldest schemas), the
+# first with the webhook's matchConditions (beta, on by default), the first with them GA, and the
+# newest. Every values set is rendered for each (.Capabilities.KubeVersion) and validated there.
+KUBE_VERSIONS = ["1.25.0", "1.28.0", "1.30.0", "1.37.0"]
+MATCH_CONDITIONS_SINCE = (1, 28)
+# The webhook's matchConditions: not even call the webhook for a pod that opted out with the
+# annotation the admission code reads (src/admission/mod.rs SKIP_ANNOTATION), case-insensitively.
+NOT_OPTED_OUT = ("!has(object.metadata.annotations) || !('inframind.io/skip' in object.metadata.annotations) || "
+                 "object.metadata.annotations['inframind.io/skip'].lowerAscii() != 'true'")
 # Kinds that are CustomResourceDefinitions of other projects, which kubernetes-validate has no
 # schema for. They are skipped explicitly (and reported); any other unknown kind is a failure.
 SKIPPED_KINDS = {
@@ -123,6 +131,11 @@ VALUE_SETS: dict[str, dict] = {
         "imagePullSecrets": [{"name": "regcred"}],
         "rbac": {"create": True},
     },
+    # GKE private clusters: the control plane reaches nodes on 443 only; no matchConditions.
+    "webhook-port-443": {"webhook": {"port": 443, "matchConditions": False},
+                         "networkPolicy": {"enabled": True}},
+    # Control planes that cannot reach pod IPs: the webhook on the node's network.
+    "webhook-host-network": {"webhook": {"hostNetwork": True, "port": 9443, "podAntiAffinity": "hard"}},
     "controller-no-batch": {"controller": {"batchJobs": False, "replicas": 1, "podAntiAffinity": "none",
                                            "leaseName": "im-leader"},
                             "api": {"replicas": 1, "podAntiAffinity": "none"},
@@ -187,6 +200,10 @@ SCHEMA_REJECTS = [
     ({"controller": {"allowedJobImages": ["a b"]}}, "/controller/allowedJobImages"),
     ({"controller": {"allowedJobServiceAccounts": ["Trainer_GPU"]}}, "/controller/allowedJobServiceAccounts"),
     ({"networkPolicy": {"api": {"from": {"namespaceSelector": {}}}}}, "/networkPolicy/api/from"),
+    ({"webhook": {"port": 0}}, "/webhook/port"),
+    ({"webhook": {"port": "443"}}, "/webhook/port"),
+    ({"webhook": {"hostNetwork": "yes"}}, "/webhook/hostNetwork"),
+    ({"webhook": {"matchConditions": "auto"}}, "/webhook/matchConditions"),
 ]
 # values the schema accepts but the templates must refuse (cross-field rules)
 TEMPLATE_REJECTS = [
@@ -195,6 +212,8 @@ TEMPLATE_REJECTS = [
     ({"optimizer": {"bounds": {"minConcurrency": 8, "maxConcurrency": 4}}}, "minConcurrency"),
     ({"api": {"tls": {"enabled": True}}}, "api.tls.secretName"),
     ({"api": {"adminToken": {"secretName": "inframind-api-ingest"}}}, "admin token must differ"),
+    ({"webhook": {"hostNetwork": True}, "createNamespace": True}, "restricted Pod Security Standard"),
+    ({"webhook": {"hostNetwork": True, "port": 10250}}, "kubelet"),
 ]
 
 
@@ -461,7 +480,11 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
             assert psc.get("runAsNonRoot") is True, f"{dn}: pod runAsNonRoot is not true"
             assert psc.get("seccompProfile", {}).get("type") == "RuntimeDefault", f"{dn}: pod seccomp is not RuntimeDefault"
             assert psc.get("runAsUser", 65532) != 0, f"{dn}: runs as root"
-            for key in ("hostNetwork", "hostPID", "hostIPC"):
+            host_network = dn == svc_name and v["webhook"]["hostNetwork"]
+            assert bool(spec.get("hostNetwork")) == host_network, f"{dn}: hostNetwork {spec.get('hostNetwork')}"
+            if host_network:
+                assert spec.get("dnsPolicy") == "ClusterFirstWithHostNet", f"{dn}: hostNetwork without ClusterFirstWithHostNet"
+            for key in ("hostPID", "hostIPC"):
                 assert not spec.get(key), f"{dn}: {key}"
             for vol in spec.get("volumes", []):
                 types = set(vol) - {"name"}
@@ -472,7 +495,9 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
                 assert sc.get("allowPrivilegeEscalation") is False, f"{who}: allowPrivilegeEscalation is not false"
                 assert sc.get("readOnlyRootFilesystem") is True, f"{who}: root filesystem is writable"
                 assert sc.get("capabilities", {}).get("drop") == ["ALL"], f"{who}: does not drop ALL capabilities"
-                assert not sc.get("capabilities", {}).get("add"), f"{who}: adds capabilities"
+                want_add = ["NET_BIND_SERVICE"] if dn == svc_name and v["webhook"]["port"] < 1024 else []
+                assert (sc.get("capabilities", {}).get("add") or []) == want_add, \
+                    f"{who}: adds capabilities {sc.get('capabilities', {}).get('add')}, expected {want_add or 'none'}"
                 assert not sc.get("privileged"), f"{who}: privileged"
                 assert sc.get("runAsNonRoot", psc.get("runAsNonRoot")) is True, f"{who}: may run as root"
                 assert sc.get("runAsUser", psc.get("runAsUser")) == 65532, f"{who}: not uid 65532"
@@ -576,7 +601,8 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
         ct = spec["containers"][0]
         assert d["spec"]["replicas"] == v["webhook"]["replicas"]
         args = ct["args"]
-        assert args[:3] == ["webhook", "--listen", "0.0.0.0:8443"], f"webhook args {args}"
+        port = v["webhook"]["port"]
+        assert args[:3] == ["webhook", "--listen", f"0.0.0.0:{port}"], f"webhook args {args}"
         flag = lambda f: args[args.index(f) + 1] if f in args else None  # noqa: E731
         mounts = {m["name"]: m for m in ct.get("volumeMounts", [])}
         vols = {x["name"]: x for x in spec.get("volumes", [])}
@@ -593,10 +619,10 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
             assert mounts["tls"]["mountPath"] == "/tls" and mounts["tls"].get("readOnly") is True
             assert vols["tls"]["secret"]["secretName"] == tls_secret
             assert spec.get("automountServiceAccountToken") is False, "the webhook needs no API access in this mode"
-        assert resolve_port(ct, "https") == 8443
+        assert resolve_port(ct, "https") == port
         for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
             get = ct[probe]["httpGet"]
-            assert get["path"] == path and get["scheme"] == "HTTPS" and resolve_port(ct, get["port"]) == 8443, f"{probe}: {get}"
+            assert get["path"] == path and get["scheme"] == "HTTPS" and resolve_port(ct, get["port"]) == port, f"{probe}: {get}"
         sel = d["spec"]["selector"]
         assert selector_matches(sel, d["spec"]["template"]["metadata"]["labels"]), "selector does not match its pods"
         check_anti_affinity(d, v["webhook"]["podAntiAffinity"])
@@ -692,8 +718,8 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
                 "the webhook Service also selects controller pods"
         ports = s["spec"]["ports"]
         assert len(ports) == 1 and ports[0]["port"] == 443, f"Service ports {ports}"
-        assert resolve_port(d["spec"]["template"]["spec"]["containers"][0], ports[0]["targetPort"]) == 8443
-    c("webhook Service 443 -> 8443", service)
+        assert resolve_port(d["spec"]["template"]["spec"]["containers"][0], ports[0]["targetPort"]) == v["webhook"]["port"]
+    c("webhook Service 443 -> webhook.port", service)
 
     def services_select_one_component():
         for s in by_kind(objs, "Service"):
@@ -910,7 +936,7 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
             assert not nps, "NetworkPolicy rendered while disabled"
             return
         covered = set()
-        for dname, port, peers in ((svc_name, 8443, v["networkPolicy"]["webhook"]["from"]),
+        for dname, port, peers in ((svc_name, v["webhook"]["port"], v["networkPolicy"]["webhook"]["from"]),
                                    (ctl_name, 8080, v["networkPolicy"]["metrics"]["from"]),
                                    (api_name, API_PORT, v["networkPolicy"]["api"]["from"])):
             if dname not in deployments:
@@ -997,16 +1023,29 @@ def main() -> int:
             continue
         objs = [o for _, _, o in rendered]
 
-        def validate(objs=objs):
+        def validate(overrides=overrides):
             errors = []
             for kv in KUBE_VERSIONS:
-                for o in objs:
+                for _, _, o in render.render_documents(chart, overrides, name=RELEASE, namespace=NAMESPACE, kube_version=kv):
                     try:
                         kube_validate(o, kv, runner)
                     except AssertionError as e:
                         errors.append(str(e))
             assert not errors, "; ".join(errors)
-        runner.check(f"{name}: kubernetes-validate --strict ({len(objs)} objects x {len(KUBE_VERSIONS)} versions)", validate)
+        runner.check(f"{name}: rendered for and validated by kubernetes-validate --strict ({len(objs)} objects x {len(KUBE_VERSIONS)} versions)", validate)
+
+        def match_conditions(overrides=overrides):
+            want_on = deep_merge(defaults, overrides)["webhook"]["matchConditions"]
+            for kv in KUBE_VERSIONS:
+                objs_kv = [o for _, _, o in render.render_documents(chart, overrides, name=RELEASE, namespace=NAMESPACE, kube_version=kv)]
+                has = tuple(int(x) for x in kv.split(".")[:2]) >= MATCH_CONDITIONS_SINCE
+                for h in one(objs_kv, "MutatingWebhookConfiguration")["webhooks"]:
+                    got = h.get("matchConditions")
+                    if want_on and has:
+                        assert got == [{"name": "not-opted-out", "expression": NOT_OPTED_OUT}], f"[{kv}] {h['name']}: matchConditions {got}"
+                    else:
+                        assert got is None, f"[{kv}] {h['name']}: matchConditions rendered (webhook.matchConditions={want_on}): {got}"
+        runner.check(f"{name}: matchConditions skip opted-out pods where the API server has them ({', '.join(KUBE_VERSIONS)})", match_conditions)
 
         values = deep_merge(defaults, overrides)
         check_invariants(name, values, objs, notes[0], runner)
@@ -1016,6 +1055,14 @@ def main() -> int:
     deploy_objs = [o for _, _, o in render.render_documents(chart, deploy_values, name=RELEASE, namespace=NAMESPACE)]
     check_invariants("deploy/values.yaml", deep_merge(defaults, deploy_values), deploy_objs,
                      render_notes(chart, deploy_values), runner)
+
+    # --- Chart.yaml kubeVersion: as wide as the manifests validate --------------------------------
+    def kube_version_range():
+        meta = yaml.safe_load((CHART / "Chart.yaml").read_text())
+        oldest = KUBE_VERSIONS[0]
+        assert meta.get("kubeVersion") == f">={oldest}-0", \
+            f"Chart.yaml kubeVersion {meta.get('kubeVersion')!r}: the manifests validate from {oldest} on, so it must be '>={oldest}-0'"
+    runner.check(f"Chart.yaml kubeVersion admits exactly the validated versions (>= {KUBE_VERSIONS[0]})", kube_version_range)
 
     # --- values.schema.json -------------------------------------------------------------------
     def schema_rejects():
@@ -1121,10 +1168,13 @@ def main() -> int:
         assert kinds[-1] == "MutatingWebhookConfiguration", "the webhook must be configured last, once its pods exist"
         assert kinds.count("CustomResourceDefinition") == sum(
             1 for p in ours for d in yaml.safe_load_all(p.read_text()) if d), "deploy/inframind.yaml lacks the CRDs"
+        # rendered for current Kubernetes (matchConditions); older clusters install with Helm
         for kv in KUBE_VERSIONS:
+            if tuple(int(x) for x in kv.split(".")[:2]) < MATCH_CONDITIONS_SINCE:
+                continue
             for d in docs:
                 kube_validate(d, kv, runner)
-    runner.check("deploy/inframind.yaml validates and is ordered for kubectl apply", deploy_valid)
+    runner.check("deploy/inframind.yaml validates (Kubernetes >= 1.28) and is ordered for kubectl apply", deploy_valid)
 
     def dockerfile():
         text = (ROOT / "deploy" / "Dockerfile").read_text()

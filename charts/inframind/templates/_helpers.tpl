@@ -116,6 +116,14 @@ enforces them; the API refuses POST /v1/train specs outside them).
 {{- end }}
 {{- end }}
 
+{{/*
+CEL for the webhook's matchConditions: the pod is not opted out with the annotation
+inframind.io/skip=true (case-insensitive, as src/admission reads it: SKIP_ANNOTATION).
+*/}}
+{{- define "inframind.notOptedOut" -}}
+!has(object.metadata.annotations) || !('inframind.io/skip' in object.metadata.annotations) || object.metadata.annotations['inframind.io/skip'].lowerAscii() != 'true'
+{{- end }}
+
 {{/* The API's base URL inside the cluster: what `inframind report --endpoint` is given. */}}
 {{- define "inframind.api.url" -}}
 {{- printf "%s://%s.%s.svc" (ternary "https" "http" .Values.api.tls.enabled) (include "inframind.api.fullname" .) .Release.Namespace }}
@@ -263,6 +271,12 @@ Call with (dict "ctx" $ "component" "webhook" "mode" "soft" "affinity" $extra).
 {{- end }}
 {{- if gt (int $b.minConcurrency) (int $b.maxConcurrency) }}
 {{- fail (printf "optimizer.bounds: minConcurrency (%v) is above maxConcurrency (%v)" $b.minConcurrency $b.maxConcurrency) }}
+{{- end }}
+{{- if and .Values.webhook.hostNetwork .Values.createNamespace }}
+{{- fail "webhook.hostNetwork cannot be combined with createNamespace: the Namespace enforces the restricted Pod Security Standard, which forbids hostNetwork" }}
+{{- end }}
+{{- if and .Values.webhook.hostNetwork (has (int .Values.webhook.port) (list 10250 10256)) }}
+{{- fail (printf "webhook.port %d is the kubelet's or kube-proxy's own port on every node; with webhook.hostNetwork choose another" (int .Values.webhook.port)) }}
 {{- end }}
 {{- $api := .Values.api -}}
 {{- if $api.enabled }}
