@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(ROOT / "deploy"))
 import render  # noqa: E402  (deploy/render.py: the one renderer of deploy/inframind.yaml)
 
+import celpy  # noqa: E402
 import helm_python as helm  # noqa: E402
 import kubernetes_validate  # noqa: E402
 from kubernetes_validate import utils as kv_utils  # noqa: E402
@@ -53,10 +54,20 @@ RELEASE, NAMESPACE = "inframind", "ci-system"
 # newest. Every values set is rendered for each (.Capabilities.KubeVersion) and validated there.
 KUBE_VERSIONS = ["1.25.0", "1.28.0", "1.30.0", "1.37.0"]
 MATCH_CONDITIONS_SINCE = (1, 28)
-# The webhook's matchConditions: not even call the webhook for a pod that opted out with the
-# annotation the admission code reads (src/admission/mod.rs SKIP_ANNOTATION), case-insensitively.
-NOT_OPTED_OUT = ("!has(object.metadata.annotations) || !('inframind.io/skip' in object.metadata.annotations) || "
-                 "object.metadata.annotations['inframind.io/skip'].lowerAscii() != 'true'")
+# The webhook's matchConditions must not even call the webhook for a pod that opted out with the
+# annotation the admission code reads (src/admission/mod.rs SKIP_ANNOTATION: "true" in any case),
+# and call it for every other pod: (pod metadata, webhook called).
+OPT_OUT_CASES = [
+    ({}, True),
+    ({"annotations": {}}, True),
+    ({"annotations": {"team": "x"}}, True),
+    ({"annotations": {"inframind.io/skip": "true"}}, False),
+    ({"annotations": {"inframind.io/skip": "TRUE"}}, False),
+    ({"annotations": {"inframind.io/skip": "True", "team": "x"}}, False),
+    ({"annotations": {"inframind.io/skip": "false"}}, True),
+    ({"annotations": {"inframind.io/skip": ""}}, True),
+    ({"annotations": {"inframind.io/skip-not": "true"}}, True),
+]
 # Kinds that are CustomResourceDefinitions of other projects, which kubernetes-validate has no
 # schema for. They are skipped explicitly (and reported); any other unknown kind is a failure.
 SKIPPED_KINDS = {
@@ -248,6 +259,17 @@ class Runner:
     def note(self, text: str):
         if text not in self.notes:
             self.notes.append(text)
+
+
+def cel(expression: str, **bindings) -> bool:
+    """Evaluate a CEL expression (cel-python) with Kubernetes' lowerAscii (strings extension)."""
+    env = celpy.Environment()
+    program = env.program(env.compile(expression),
+                          functions={"lowerAscii": lambda s: celpy.celtypes.StringType(str(s).lower())})
+    result = program.evaluate({k: celpy.json_to_cel(v) for k, v in bindings.items()})
+    if isinstance(result, Exception):
+        raise AssertionError(f"CEL {expression!r} failed: {result}")
+    return bool(result)
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -1042,7 +1064,12 @@ def main() -> int:
                 for h in one(objs_kv, "MutatingWebhookConfiguration")["webhooks"]:
                     got = h.get("matchConditions")
                     if want_on and has:
-                        assert got == [{"name": "not-opted-out", "expression": NOT_OPTED_OUT}], f"[{kv}] {h['name']}: matchConditions {got}"
+                        assert [c["name"] for c in got or []] == ["not-opted-out"], f"[{kv}] {h['name']}: matchConditions {got}"
+                        for meta, called in OPT_OUT_CASES:
+                            pod = {"metadata": {"name": "b", **meta}, "spec": {"containers": [{"name": "build"}]}}
+                            got_called = all(cel(c["expression"], object=pod) for c in got)
+                            assert got_called == called, \
+                                f"[{kv}] {h['name']}: a pod with {meta} is {'' if got_called else 'not '}sent to the webhook"
                     else:
                         assert got is None, f"[{kv}] {h['name']}: matchConditions rendered (webhook.matchConditions={want_on}): {got}"
         runner.check(f"{name}: matchConditions skip opted-out pods where the API server has them ({', '.join(KUBE_VERSIONS)})", match_conditions)
@@ -1149,6 +1176,26 @@ def main() -> int:
         assert served, "TrainingJob v1alpha1 is not served"
         assert "status" in (served[0].get("subresources") or {}), "the controller patches trainingjobs/status: the CRD needs the status subresource"
     runner.check("TrainingJob CRD matches what the controller's RBAC grants", crd_matches_rbac)
+
+    def crd_execution_rule():
+        # The API server refuses an image or service account outside execution mode `job`
+        # (after defaulting, so `mode` is always set); the controller checks the allowlists.
+        cases = [({"mode": "job"}, True), ({"mode": "job", "image": "x:1"}, True),
+                 ({"mode": "job", "serviceAccountName": "trainer"}, True), ({"mode": "inProcess"}, True),
+                 ({"mode": "inProcess", "image": "x:1"}, False),
+                 ({"mode": "inProcess", "serviceAccountName": "trainer"}, False)]
+        for path in ours:
+            for d in yaml.safe_load_all(path.read_text()):
+                if not d or d["spec"]["names"]["kind"] != "TrainingJob":
+                    continue
+                for ver in d["spec"]["versions"]:
+                    ex = ver["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["execution"]
+                    rules = ex.get("x-kubernetes-validations") or []
+                    assert rules, f"{ver['name']}: spec.execution has no x-kubernetes-validations"
+                    for value, ok in cases:
+                        got = all(cel(r["rule"], self=value) for r in rules)
+                        assert got == ok, f"{ver['name']}: spec.execution {value} {'passes' if got else 'fails'} the CEL rules"
+    runner.check("TrainingJob CRD: the CEL rule on spec.execution admits image and serviceAccountName in mode job only", crd_execution_rule)
 
     # --- deploy/ ---------------------------------------------------------------------------------
     def deploy_fresh():
