@@ -148,7 +148,7 @@ VALUE_SETS: dict[str, dict] = {
     # Control planes that cannot reach pod IPs: the webhook on the node's network.
     "webhook-host-network": {"webhook": {"hostNetwork": True, "port": 9443, "podAntiAffinity": "hard"}},
     "controller-no-batch": {"controller": {"batchJobs": False, "replicas": 1, "podAntiAffinity": "none",
-                                           "leaseName": "im-leader"},
+                                           "leaseName": "im-leader", "allowedJobImages": ["unused:1"]},
                             "api": {"replicas": 1, "podAntiAffinity": "none"},
                             "fullnameOverride": "im"},
     # The API creating TrainingJobs (its one Role), with an admin token, TLS and its own peers.

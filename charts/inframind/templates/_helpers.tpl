@@ -98,6 +98,7 @@ Which other images and ServiceAccounts a TrainingJob may choose for its Job (the
 enforces them; the API refuses POST /v1/train specs outside them).
 */}}
 {{- define "inframind.jobPolicyEnv" -}}
+{{- if and .Values.controller.enabled .Values.controller.batchJobs }}
 {{- with .Values.controller.allowedJobImages }}
 - name: INFRAMIND_JOB_ALLOWED_IMAGES
   value: {{ join "," . | quote }}
@@ -105,6 +106,7 @@ enforces them; the API refuses POST /v1/train specs outside them).
 {{- with .Values.controller.allowedJobServiceAccounts }}
 - name: INFRAMIND_JOB_ALLOWED_SERVICE_ACCOUNTS
   value: {{ join "," . | quote }}
+{{- end }}
 {{- end }}
 {{- end }}
 
