@@ -10,13 +10,15 @@ use std::time::{Duration, Instant};
 use chrono::{TimeZone, Utc};
 use inframind::admission::Settings;
 use inframind::forest::ForestParams;
+use inframind::optimizer::recommender::Recommender;
 use inframind::optimizer::{Optimizer, OptimizerConfig};
 use inframind::registry::LiveModel;
+use inframind::serving::tls;
 use inframind::simulate::demo_runs;
 use inframind::stats::PipelineStats;
 use inframind::training::{fit, TrainingSpec};
 use inframind::webhook::stats_cache::StatsCache;
-use inframind::webhook::{server, tls, AppState};
+use inframind::webhook::{server, AppState};
 
 fn review(uid: usize) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
@@ -99,7 +101,7 @@ fn main() {
         stats.insert(s);
         let generated = tls::self_signed(&["localhost".to_string()]).unwrap();
         let state = Arc::new(AppState {
-            settings: Settings { optimizer: Optimizer::new(OptimizerConfig::default()), decisions: Some(Arc::new(inframind::optimizer::cache::DecisionCache::new())), ..Settings::default() },
+            settings: Settings { recommender: Recommender::new(Optimizer::new(OptimizerConfig::default())).with_cache(Arc::new(inframind::optimizer::cache::DecisionCache::new())), ..Settings::default() },
             live,
             stats,
             metrics: Default::default(),
@@ -108,7 +110,8 @@ fn main() {
             max_body: server::DEFAULT_MAX_BODY,
             certs: tls::CertStore::new(&generated.serving).unwrap(),
         });
-        let (addr, _server) = server::spawn("127.0.0.1:0".parse().unwrap(), state.clone()).await.unwrap();
+        let srv = server::spawn("127.0.0.1:0".parse().unwrap(), state.clone()).await.unwrap();
+        let addr = srv.addr();
         let trust = inframind::client::tls_config(&generated.ca_cert).unwrap();
         // Warm-up.
         let mut c = inframind::client::Connection::tls(addr, "localhost", trust.clone()).await.unwrap();

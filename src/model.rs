@@ -12,10 +12,50 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::error::{Error, Result};
 use crate::evaluation::{Metrics, Split};
 use crate::features::{Encodings, FEATURE_NAMES, FEATURE_SCHEMA_VERSION, N_FEATURES};
 use crate::forest::{CompactForest, ForestParams, Node, TreeInfo};
+
+/// Why an artifact or its metadata could not be read, written or trusted.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The file exists but is refused (truncated, altered, wrong format or schema).
+    #[error("model artifact {path}: {reason}")]
+    Refused {
+        /// The file concerned.
+        path: PathBuf,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A filesystem operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done, with the path.
+        context: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Results of artifact operations.
+pub type Result<T, E = ModelError> = std::result::Result<T, E>;
+
+impl ModelError {
+    /// A refusal of `path`.
+    pub fn refused(path: impl Into<PathBuf>, reason: impl Into<String>) -> ModelError {
+        ModelError::Refused {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Wraps an I/O error with what was being done.
+    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ModelError {
+        let context = context.into();
+        move |source| ModelError::Io { context, source }
+    }
+}
 
 /// Version of the artifact format (the binary layout and this metadata).
 pub const ARTIFACT_FORMAT_VERSION: u32 = 1;
@@ -297,7 +337,7 @@ impl ModelDir {
 
     /// Writes artifact and metadata (artifact first, each via a temp file and rename).
     pub fn save(&self, model: &Model, meta: &mut ModelMeta) -> Result<PathBuf> {
-        std::fs::create_dir_all(&self.dir).map_err(Error::io(format!(
+        std::fs::create_dir_all(&self.dir).map_err(ModelError::io(format!(
             "creating model directory {}",
             self.dir.display()
         )))?;
@@ -307,7 +347,7 @@ impl ModelDir {
         meta.bytes = bytes.len() as u64;
         write_atomic(&self.artifact_path(&model.version), &bytes)?;
         let json = serde_json::to_vec_pretty(meta)
-            .map_err(|e| Error::artifact(self.meta_path(&meta.version), e.to_string()))?;
+            .map_err(|e| ModelError::refused(self.meta_path(&meta.version), e.to_string()))?;
         write_atomic(&self.meta_path(&model.version), &json)?;
         Ok(self.meta_path(&model.version))
     }
@@ -316,11 +356,11 @@ impl ModelDir {
     pub fn meta(&self, version: &str) -> Result<ModelMeta> {
         let path = self.meta_path(version);
         let text =
-            std::fs::read(&path).map_err(Error::io(format!("reading {}", path.display())))?;
+            std::fs::read(&path).map_err(ModelError::io(format!("reading {}", path.display())))?;
         let meta: ModelMeta = serde_json::from_slice(&text)
-            .map_err(|e| Error::artifact(&path, format!("metadata is not valid: {e}")))?;
+            .map_err(|e| ModelError::refused(&path, format!("metadata is not valid: {e}")))?;
         if meta.format_version != ARTIFACT_FORMAT_VERSION {
-            return Err(Error::artifact(
+            return Err(ModelError::refused(
                 &path,
                 format!("format version {} is not supported", meta.format_version),
             ));
@@ -333,11 +373,11 @@ impl ModelDir {
         let meta = self.meta(version)?;
         let path = self.dir.join(&meta.artifact);
         let bytes =
-            std::fs::read(&path).map_err(Error::io(format!("reading {}", path.display())))?;
+            std::fs::read(&path).map_err(ModelError::io(format!("reading {}", path.display())))?;
         let model = Model::from_bytes(&bytes, Some(&meta.sha256))
-            .map_err(|reason| Error::artifact(&path, reason))?;
+            .map_err(|reason| ModelError::refused(&path, reason))?;
         if model.version != meta.version {
-            return Err(Error::artifact(
+            return Err(ModelError::refused(
                 &path,
                 format!(
                     "artifact says version {}, metadata says {}",
@@ -353,7 +393,7 @@ impl ModelDir {
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io(format!("listing {}", self.dir.display()))(e)),
+            Err(e) => return Err(ModelError::io(format!("listing {}", self.dir.display()))(e)),
         };
         let mut metas = Vec::new();
         for entry in entries.flatten() {
@@ -388,7 +428,7 @@ impl ModelDir {
             Ok(s) if !s.trim().is_empty() => Ok(Some(s.trim().to_string())),
             Ok(_) => Ok(None),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io(format!("reading {}", path.display()))(e)),
+            Err(e) => Err(ModelError::io(format!("reading {}", path.display()))(e)),
         }
     }
 
@@ -417,8 +457,8 @@ impl ModelDir {
 /// Writes `bytes` to `path` through a temporary file and a rename, so readers never see half a file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(Error::io(format!("writing {}", tmp.display())))?;
-    std::fs::rename(&tmp, path).map_err(Error::io(format!(
+    std::fs::write(&tmp, bytes).map_err(ModelError::io(format!("writing {}", tmp.display())))?;
+    std::fs::rename(&tmp, path).map_err(ModelError::io(format!(
         "renaming {} to {}",
         tmp.display(),
         path.display()

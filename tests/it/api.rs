@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use inframind::api::{self, ApiState, TokenFile, Training};
 use inframind::client::Connection;
+use inframind::optimizer::recommender::Recommender;
 use inframind::optimizer::{Optimizer, OptimizerConfig};
 use inframind::registry::LiveModel;
 use serde_json::{json, Value};
@@ -14,7 +15,7 @@ use crate::harness::{pg_addr, pg_schema_url, with_host, TcpProxy};
 struct TestApi {
     addr: std::net::SocketAddr,
     _dir: tempfile::TempDir,
-    _server: tokio::task::JoinHandle<()>,
+    _server: inframind::serving::Server,
 }
 
 const INGEST: &str = "ingest-secret-token";
@@ -24,28 +25,29 @@ async fn start(database_url: &str) -> TestApi {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("ingest"), format!("{INGEST}\n")).unwrap();
     std::fs::write(dir.path().join("admin"), ADMIN).unwrap();
-    let global = inframind::cli::Global {
+    let global = inframind::config::Global {
         database_url: database_url.to_string(),
         models_dir: dir.path().join("models"),
         redis_url: None,
         redis_prefix: "im".into(),
-        log_format: inframind::cli::LogFormat::Text,
+        log_format: inframind::config::LogFormat::Text,
     };
     let state = Arc::new(ApiState::new(
         database_url.to_string(),
         TokenFile::open(dir.path().join("ingest")).unwrap(),
         Some(TokenFile::open(dir.path().join("admin")).unwrap()),
         Arc::new(LiveModel::new()),
-        Optimizer::new(OptimizerConfig {
+        Recommender::new(Optimizer::new(OptimizerConfig {
             exploration_rate: 0.0,
             ..Default::default()
-        }),
+        })),
         1024 * 1024,
         Training::InProcess(Box::new(api::in_process_training(&global).unwrap())),
     ));
-    let (addr, server) = api::spawn("127.0.0.1:0".parse().unwrap(), None, state)
+    let server = api::spawn("127.0.0.1:0".parse().unwrap(), None, state)
         .await
         .unwrap();
+    let addr = server.addr();
     TestApi {
         addr,
         _dir: dir,
@@ -216,7 +218,7 @@ async fn admin_train_runs_in_process_without_kubernetes() {
     let api = start(&pg_schema_url().await).await;
     let runs: Vec<Value> = inframind::simulate::demo_runs(500, chrono::Utc::now(), 31)
         .iter()
-        .map(|r| serde_json::to_value(inframind::telemetry::run::to_raw_row(r)).unwrap())
+        .map(|r| serde_json::to_value(inframind::record::to_raw_row(r)).unwrap())
         .collect();
     let (_, report) = api
         .call(

@@ -113,7 +113,7 @@ pub struct TestWebhook {
     pub state: std::sync::Arc<inframind::webhook::AppState>,
     /// A client TLS config trusting its CA.
     pub tls: std::sync::Arc<rustls::ClientConfig>,
-    handle: tokio::task::JoinHandle<()>,
+    handle: inframind::serving::Server,
 }
 
 impl Drop for TestWebhook {
@@ -130,7 +130,8 @@ impl TestWebhook {
         live: std::sync::Arc<inframind::registry::LiveModel>,
         stats: std::sync::Arc<inframind::webhook::stats_cache::StatsCache>,
     ) -> TestWebhook {
-        use inframind::webhook::{server, tls};
+        use inframind::serving::tls;
+        use inframind::webhook::server;
         let generated =
             tls::self_signed(&["localhost".to_string()]).expect("self-signed certificate");
         let certs = tls::CertStore::new(&generated.serving).expect("certificate store");
@@ -144,9 +145,10 @@ impl TestWebhook {
             max_body: 256 * 1024,
             certs,
         });
-        let (addr, handle) = server::spawn("127.0.0.1:0".parse().unwrap(), state.clone())
+        let handle = server::spawn("127.0.0.1:0".parse().unwrap(), state.clone())
             .await
             .expect("webhook listening");
+        let addr = handle.addr();
         let tls = inframind::client::tls_config(&generated.ca_cert).unwrap();
         TestWebhook {
             addr,

@@ -7,6 +7,7 @@ use std::time::Duration;
 use chrono::Utc;
 use inframind::admission::Settings;
 use inframind::model::ModelDir;
+use inframind::optimizer::recommender::Recommender;
 use inframind::optimizer::{Optimizer, OptimizerConfig};
 use inframind::registry::{live, LiveModel, Registry, WatchConfig};
 use inframind::simulate::demo_runs;
@@ -19,10 +20,10 @@ use crate::harness::{
 
 fn exploit() -> Settings {
     Settings {
-        optimizer: Optimizer::new(OptimizerConfig {
+        recommender: Recommender::new(Optimizer::new(OptimizerConfig {
             exploration_rate: 0.0,
             ..Default::default()
-        }),
+        })),
         ..Settings::default()
     }
 }
@@ -379,7 +380,7 @@ async fn bad_requests_get_reasons_and_probes_answer() {
 
 #[tokio::test]
 async fn certificates_are_reloaded_when_the_files_change() {
-    use inframind::webhook::tls;
+    use inframind::serving::tls;
     let dir = tempfile::tempdir().unwrap();
     let names = vec!["localhost".to_string()];
     // Kubernetes Secret volumes: the files are symlinks into a directory that is swapped.
@@ -427,9 +428,10 @@ async fn certificates_are_reloaded_when_the_files_change() {
         budget: Duration::from_millis(500),
         max_body: 1 << 20,
     });
-    let (addr, server) = inframind::webhook::server::spawn("127.0.0.1:0".parse().unwrap(), state)
+    let server = inframind::webhook::server::spawn("127.0.0.1:0".parse().unwrap(), state)
         .await
         .unwrap();
+    let addr = server.addr();
     wh.addr = addr;
     wh.tls = inframind::client::tls_config(&first.ca_cert).unwrap();
     assert_eq!(
@@ -586,7 +588,7 @@ async fn a_client_that_does_not_trust_the_ca_is_refused() {
         Arc::new(StatsCache::new()),
     )
     .await;
-    let other = inframind::webhook::tls::self_signed(&["localhost".to_string()]).unwrap();
+    let other = inframind::serving::tls::self_signed(&["localhost".to_string()]).unwrap();
     let wrong = inframind::client::tls_config(&other.ca_cert).unwrap();
     let r = inframind::client::Connection::tls(wh.addr, "localhost", wrong).await;
     assert!(r.is_err(), "handshake must fail with an untrusted CA");
@@ -600,7 +602,7 @@ async fn a_self_signed_ca_is_merged_into_the_webhook_configuration() {
     use kube::client::Body;
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = kube::Client::new(service, "default");
-    let existing_ca = inframind::webhook::tls::self_signed(&["a".to_string()])
+    let existing_ca = inframind::serving::tls::self_signed(&["a".to_string()])
         .unwrap()
         .ca_cert;
     let b64 = |s: &str| {
@@ -643,7 +645,7 @@ async fn a_self_signed_ca_is_merged_into_the_webhook_configuration() {
             );
         }
     });
-    let ours = inframind::webhook::tls::self_signed(&["w.inframind.svc".to_string()])
+    let ours = inframind::serving::tls::self_signed(&["w.inframind.svc".to_string()])
         .unwrap()
         .ca_cert;
     inframind::webhook::ca::publish_ca(client.clone(), "inframind", &ours)
