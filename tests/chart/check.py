@@ -476,7 +476,8 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
     c = lambda what, fn: runner.check(f"{name}: {what}", fn)  # noqa: E731
 
     def names_and_namespaces():
-        cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration"}
+        cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration",
+                          "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
         for o in objs:
             md = o["metadata"]
             if o["kind"] in cluster_scoped:
@@ -1074,6 +1075,45 @@ def main() -> int:
                         assert got is None, f"[{kv}] {h['name']}: matchConditions rendered (webhook.matchConditions={want_on}): {got}"
         runner.check(f"{name}: matchConditions skip opted-out pods where the API server has them ({', '.join(KUBE_VERSIONS)})", match_conditions)
 
+        def training_job_policy(overrides=overrides):
+            v = deep_merge(defaults, overrides)
+            jobs_on = v["controller"]["enabled"] and v["controller"]["batchJobs"]
+            fullname = v["fullnameOverride"] or RELEASE
+            image = (f"{v['image']['repository']}@{v['image']['digest']}" if v["image"]["digest"]
+                     else f"{v['image']['repository']}:{v['image']['tag'] or '0.1.0'}")
+            training_sa = v["serviceAccount"]["training"]["name"] or f"{fullname}-training"
+            for kv in KUBE_VERSIONS:
+                objs_kv = [o for _, _, o in render.render_documents(chart, overrides, name=RELEASE, namespace=NAMESPACE, kube_version=kv)]
+                policies = by_kind(objs_kv, "ValidatingAdmissionPolicy")
+                bindings = by_kind(objs_kv, "ValidatingAdmissionPolicyBinding")
+                if not jobs_on or tuple(int(x) for x in kv.split(".")[:2]) < (1, 30):
+                    assert not policies and not bindings, f"[{kv}] a ValidatingAdmissionPolicy without training Jobs or before 1.30"
+                    continue
+                assert len(policies) == 1 and len(bindings) == 1, f"[{kv}] {len(policies)} policies, {len(bindings)} bindings"
+                pol, bnd = policies[0], bindings[0]
+                assert bnd["spec"]["policyName"] == pol["metadata"]["name"] and bnd["spec"]["validationActions"] == ["Deny"], bnd["spec"]
+                assert pol["spec"]["failurePolicy"] == "Fail"
+                assert pol["spec"]["matchConstraints"]["resourceRules"] == [{"apiGroups": ["inframind.io"], "apiVersions": ["*"],
+                                                                          "operations": ["CREATE", "UPDATE"], "resources": ["trainingjobs"]}]
+                ok_images = [image] + v["controller"]["allowedJobImages"]
+                ok_accounts = [training_sa] + v["controller"]["allowedJobServiceAccounts"]
+                cases = [({"mode": "inProcess"}, True), ({"mode": "job"}, True)]
+                cases += [({"mode": "job", "image": i}, True) for i in ok_images]
+                cases += [({"mode": "job", "serviceAccountName": a}, True) for a in ok_accounts]
+                cases += [({"mode": "job", "image": "attacker/miner:latest"}, False),
+                          ({"mode": "job", "image": image + "-debug"}, False),
+                          ({"mode": "job", "serviceAccountName": f"{fullname}-controller"}, False),
+                          ({"mode": "job", "serviceAccountName": "default"}, False),
+                          ({"mode": "job", "image": image, "serviceAccountName": "default"}, False)]
+                for execution, allowed in cases:
+                    tj = {"apiVersion": "inframind.io/v1alpha1", "kind": "TrainingJob",
+                          "metadata": {"name": "t", "namespace": "ci"}, "spec": {"execution": execution}}
+                    got = all(cel(val["expression"], object=tj) for val in pol["spec"]["validations"])
+                    assert got == allowed, f"[{kv}] spec.execution {execution} is {'admitted' if got else 'refused'}"
+                assert all(cel(val["expression"], object={"spec": {}}) for val in pol["spec"]["validations"]), \
+                    "a TrainingJob without spec.execution is refused"
+        runner.check(f"{name}: the API server refuses TrainingJobs choosing other images or ServiceAccounts (1.30+)", training_job_policy)
+
         values = deep_merge(defaults, overrides)
         check_invariants(name, values, objs, notes[0], runner)
 
@@ -1212,16 +1252,19 @@ def main() -> int:
         docs = [d for d in yaml.safe_load_all(render.OUTPUT.read_text()) if d]
         kinds = [d["kind"] for d in docs]
         assert "Namespace" in kinds and kinds.index("Namespace") < kinds.index("Deployment")
-        assert kinds[-1] == "MutatingWebhookConfiguration", "the webhook must be configured last, once its pods exist"
+        mwc = kinds.index("MutatingWebhookConfiguration")
+        assert all(i < mwc for i, k in enumerate(kinds) if k == "Deployment"), \
+            "the webhook must be configured after the Deployments, once its pods exist"
         assert kinds.count("CustomResourceDefinition") == sum(
             1 for p in ours for d in yaml.safe_load_all(p.read_text()) if d), "deploy/inframind.yaml lacks the CRDs"
-        # rendered for current Kubernetes (matchConditions); older clusters install with Helm
+        # rendered for current Kubernetes (matchConditions, a ValidatingAdmissionPolicy: 1.30 on);
+        # older clusters install with Helm, which renders for theirs
         for kv in KUBE_VERSIONS:
-            if tuple(int(x) for x in kv.split(".")[:2]) < MATCH_CONDITIONS_SINCE:
+            if tuple(int(x) for x in kv.split(".")[:2]) < (1, 30):
                 continue
             for d in docs:
                 kube_validate(d, kv, runner)
-    runner.check("deploy/inframind.yaml validates (Kubernetes >= 1.28) and is ordered for kubectl apply", deploy_valid)
+    runner.check("deploy/inframind.yaml validates (Kubernetes >= 1.30) and is ordered for kubectl apply", deploy_valid)
 
     def dockerfile():
         text = (ROOT / "deploy" / "Dockerfile").read_text()

@@ -81,6 +81,7 @@ MUTATIONS = [
     ("matchConditions no longer skip opted-out pods", edit(T + "_helpers.tpl", "lowerAscii() != 'true'", "lowerAscii() == 'true'"), "matchConditions skip opted-out pods"),
     ("webhook port hard-coded", edit(T + "webhook-deployment.yaml", '{{ printf "0.0.0.0:%d" (int .Values.webhook.port) }}', "0.0.0.0:8443"), "webhook Deployment"),
     ("kubeVersion narrower than what validates", edit("charts/inframind/Chart.yaml", 'kubeVersion: ">=1.25.0-0"', 'kubeVersion: ">=1.33.0-0"'), "kubeVersion"),
+    ("admission policy allows any image", edit(T + "trainingjob-policy.yaml", "!has(object.spec.execution.image) ||", "has(object.spec.execution.image) ||"), "the API server refuses TrainingJobs"),
     ("lease rule without resourceNames", edit(T + "controller-rbac.yaml", '    resourceNames: [{{ .Values.controller.leaseName | quote }}]\n', ""), "RBAC least privilege"),
     ("webhook token mounted in helm mode", edit(T + "webhook-deployment.yaml", '{{ eq $mode "self-signed" }}', "true"), "webhook Deployment"),
     ("privilege escalation allowed", edit(T + "_helpers.tpl", "allowPrivilegeEscalation: false", "allowPrivilegeEscalation: true"), "restricted Pod Security Standard"),
