@@ -55,7 +55,7 @@ RELEASE, NAMESPACE = "inframind", "ci-system"
 KUBE_VERSIONS = ["1.25.0", "1.28.0", "1.30.0", "1.37.0"]
 MATCH_CONDITIONS_SINCE = (1, 28)
 # The webhook's matchConditions must not even call the webhook for a pod that opted out with the
-# annotation the admission code reads (src/admission/mod.rs SKIP_ANNOTATION: "true" in any case),
+# annotation the admission code reads (src/admission/contract.rs SKIP_ANNOTATION: "true" in any case),
 # and call it for every other pod: (pod metadata, webhook called).
 OPT_OUT_CASES = [
     ({}, True),

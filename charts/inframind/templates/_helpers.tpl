@@ -120,7 +120,7 @@ enforces them; the API refuses POST /v1/train specs outside them).
 
 {{/*
 CEL for the webhook's matchConditions: the pod is not opted out with the annotation
-inframind.io/skip=true (case-insensitive, as src/admission reads it: SKIP_ANNOTATION).
+inframind.io/skip=true (case-insensitive, as src/admission reads it: contract::SKIP_ANNOTATION).
 */}}
 {{- define "inframind.notOptedOut" -}}
 !has(object.metadata.annotations) || !('inframind.io/skip' in object.metadata.annotations) || object.metadata.annotations['inframind.io/skip'].lowerAscii() != 'true'
