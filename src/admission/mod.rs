@@ -420,3 +420,6 @@ pub fn envelope(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod fuzz;
