@@ -529,7 +529,12 @@ async fn train_with_progress(
         b.set_message(match stage {
             Stage::Features { rows } => format!("built features for {rows} runs"),
             Stage::Fitting(s) => format!("fitting on the {s:?} split"),
-            Stage::Evaluated(s, m) => format!("{s:?} holdout: MAE {:.1}s R² {:.3}", m.mae_s, m.r2),
+            Stage::Evaluated(s, m) => format!(
+                "{s:?} holdout: MAE {:.1}s R² {:.3} rank {}",
+                m.mae_s,
+                m.r2,
+                rank_text(&m)
+            ),
         });
     })
     .await;
@@ -547,10 +552,21 @@ fn print_metrics(meta: &ModelMeta) {
         ("temporal (newest 20%)", &meta.temporal_holdout),
     ] {
         println!(
-            "  {name:<22} MAE {:>7.2}s   R² {:.3}   ({} train / {} test)",
-            m.mae_s, m.r2, m.train_rows, m.test_rows
+            "  {name:<22} MAE {:>7.2}s   R² {:.3}   rank accuracy {} ({} pairs)   ({} train / {} test)",
+            m.mae_s,
+            m.r2,
+            rank_text(m),
+            m.rank_pairs,
+            m.train_rows,
+            m.test_rows
         );
     }
+}
+
+/// Rank accuracy as text (`-` when the holdout had no pair to rank).
+fn rank_text(m: &crate::evaluation::Metrics) -> String {
+    m.rank_accuracy
+        .map_or_else(|| "-".into(), |v| format!("{v:.3}"))
 }
 
 fn print_importances(meta: &ModelMeta, top: usize) {
@@ -621,17 +637,18 @@ async fn models(global: &Global, cmd: ModelsCommand) -> anyhow::Result<()> {
                         println!("no models yet");
                     }
                     println!(
-                        "  {:<28} {:>9} {:>7} {:>7} {:>25}",
-                        "VERSION", "MAE(s)", "R2", "ROWS", "CREATED"
+                        "  {:<28} {:>9} {:>7} {:>7} {:>7} {:>25}",
+                        "VERSION", "MAE(s)", "R2", "RANK", "ROWS", "CREATED"
                     );
                     for l in listed {
                         let m = &l.meta;
                         let mark = if l.active { '*' } else { ' ' };
                         println!(
-                            "{mark} {:<28} {:>9.2} {:>7.3} {:>7} {:>25}",
+                            "{mark} {:<28} {:>9.2} {:>7.3} {:>7} {:>7} {:>25}",
                             m.version,
                             m.metrics().mae_s,
                             m.metrics().r2,
+                            rank_text(m.metrics()),
                             m.window.rows,
                             m.created_at.to_rfc3339()
                         );
