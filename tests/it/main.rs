@@ -11,6 +11,7 @@ mod controller;
 mod e2e;
 mod outcomes;
 mod registry;
+mod replay;
 mod reporter;
 mod store;
 mod webhook;
