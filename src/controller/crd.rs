@@ -449,8 +449,10 @@ mod defaults {
     pub fn max_mae_seconds() -> f64 {
         30.0
     }
+    /// Better than a coin flip by a margin: real builds give 0.57 (random holdout) to 0.62
+    /// (temporal), simulated histories 0.87 to 0.94 (README, "Choosing the target").
     pub fn min_rank_accuracy() -> f64 {
-        0.6
+        0.55
     }
     pub fn every_n_runs() -> u64 {
         1000
@@ -657,7 +659,7 @@ mod tests {
         assert!(tj.spec.promote);
         assert_eq!(tj.spec.gates.max_mae_seconds, 30.0);
         assert_eq!(tj.spec.gates.min_r2, None, "R² no longer gates by default");
-        assert_eq!(tj.spec.gates.min_rank_accuracy, 0.6);
+        assert_eq!(tj.spec.gates.min_rank_accuracy, 0.55);
         assert!(tj.spec.gates.must_beat_active);
         let trig: Triggers = serde_json::from_str("{}").unwrap();
         assert_eq!(trig.every_n_runs, 1000);
@@ -678,7 +680,7 @@ spec:
   limit: 500
   split: random
   hyperparameters: {trees: 100, maxDepth: 15, seed: 42}
-  gates: {maxMaeSeconds: 30, minRankAccuracy: 0.6, mustBeatActive: true}
+  gates: {maxMaeSeconds: 30, minRankAccuracy: 0.55, mustBeatActive: true}
   promote: true
   schedule: "0 3 * * *"
   triggers: {everyNRuns: 1000, maeDriftFraction: 0.2, checkIntervalSeconds: 600}
@@ -716,7 +718,7 @@ spec:
         assert_eq!(t.params.max_features, Some(5));
         assert_eq!(t.params.seed, 7);
         assert_eq!(
-            spec.gates.min_rank_accuracy, 0.6,
+            spec.gates.min_rank_accuracy, 0.55,
             "unset gates keep their defaults"
         );
         assert_eq!(spec.execution.mode, ExecutionMode::Job);

@@ -363,7 +363,7 @@ mod tests {
             &Candidate {
                 mae_s: 12.5,
                 r2: 0.65,
-                rank_accuracy: Some(0.55),
+                rank_accuracy: Some(0.5),
                 active: active(12.0),
             },
         );
