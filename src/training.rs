@@ -40,8 +40,10 @@ pub enum TrainingError {
 
 /// Fewest successful runs a model is trained on.
 pub const MIN_TRAINING_ROWS: usize = 20;
-/// Earlier runs per pipeline read to seed the history features of the window's first rows.
-pub const WARMUP_RUNS: usize = 100;
+/// Earlier successful runs per pipeline read to seed the history features of the window's
+/// first rows: the lookback, twice over, so that runs still building when the window began do
+/// not push a known run out of reach.
+pub const WARMUP_RUNS: usize = 2 * crate::features::HISTORY_LOOKBACK;
 
 /// What to train on and how.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -123,7 +125,10 @@ fn fit_split(
     let test_set = data.select(&test_idx);
     let trained = train(&train_set.x, N_FEATURES, &train_set.y, &spec.params)?;
     let pred = trained.forest.predict(&test_set.x);
-    Ok((trained, Metrics::score(&test_set.y, &pred, train_set.len())))
+    Ok((
+        trained,
+        Metrics::score(&test_set.x, &test_set.y, &pred, train_set.len()),
+    ))
 }
 
 /// Fits and evaluates a model on `window` (with `warmup` feeding the history features).

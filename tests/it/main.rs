@@ -13,6 +13,7 @@ mod e2e;
 mod layout;
 mod outcomes;
 mod registry;
+mod replay;
 mod reporter;
 mod store;
 mod webhook;
