@@ -32,7 +32,6 @@ use warp::{Filter, Reply};
 
 use crate::cli::{Global, OptimizerArgs};
 use crate::controller::crd::{TrainingJob, TrainingJobSpec, TrainingJobStatus};
-use crate::model::ModelDir;
 use crate::optimizer::{exploration, Optimizer};
 use crate::registry::{live, LiveModel, WatchConfig};
 use crate::telemetry::{ingest_rows, Store};
@@ -564,7 +563,8 @@ pub fn in_process_training(global: &Global) -> anyhow::Result<crate::controller:
     );
     let client =
         kube::Client::try_from(config).context("building a placeholder Kubernetes client")?;
-    let settings = crate::controller::Settings::from_global(global, "inframind-api");
+    let mut settings = crate::controller::Settings::from_global(global, "inframind-api");
+    settings.model_keys = global.model_keys()?;
     Ok(crate::controller::Context::new(
         client,
         settings,
@@ -587,7 +587,7 @@ pub async fn run(global: &Global, args: ApiArgs) -> anyhow::Result<()> {
     }
     let live = Arc::new(LiveModel::new());
     let watch = WatchConfig {
-        dir: ModelDir::new(&global.models_dir),
+        dir: global.model_dir()?,
         redis_url: global.redis_url.clone(),
         prefix: global.redis_prefix.clone(),
         poll: Duration::from_secs(5),

@@ -50,9 +50,30 @@ pub struct Global {
     /// Key prefix of the registry in Redis.
     #[arg(long, global = true, env = "INFRAMIND_REDIS_PREFIX", default_value = crate::registry::DEFAULT_PREFIX)]
     pub redis_prefix: String,
+    /// Ed25519 private key (PKCS#8 PEM or base64 seed) that signs the models this process trains (the trainer only).
+    #[arg(long, global = true, env = "INFRAMIND_MODEL_SIGNING_KEY_FILE")]
+    pub model_signing_key_file: Option<PathBuf>,
+    /// Ed25519 public key (SPKI PEM or base64) that every loaded model must be signed with; without it (and without a signing key) signatures are not checked.
+    #[arg(long, global = true, env = "INFRAMIND_MODEL_PUBLIC_KEY_FILE")]
+    pub model_public_key_file: Option<PathBuf>,
     /// Log format: human text or JSON lines (for clusters).
     #[arg(long, global = true, env = "INFRAMIND_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+impl Global {
+    /// The model signing and verifying keys these settings name.
+    pub fn model_keys(&self) -> anyhow::Result<crate::signing::ModelKeys> {
+        Ok(crate::signing::ModelKeys::load(
+            self.model_signing_key_file.as_deref(),
+            self.model_public_key_file.as_deref(),
+        )?)
+    }
+
+    /// The models directory with its keys.
+    pub fn model_dir(&self) -> anyhow::Result<ModelDir> {
+        Ok(ModelDir::new(&self.models_dir).with_keys(self.model_keys()?))
+    }
 }
 
 /// How logs are written.
@@ -521,7 +542,7 @@ async fn train_with_progress(
     store: &Store,
     spec: &TrainingSpec,
 ) -> anyhow::Result<ModelMeta> {
-    let dir = ModelDir::new(&global.models_dir);
+    let dir = global.model_dir()?;
     let bar = progress_bar();
     let b = bar.clone();
     let result = train_and_save(store, &dir, spec, Utc::now(), &mut move |stage| {
@@ -563,7 +584,7 @@ fn print_importances(meta: &ModelMeta, top: usize) {
 /// Opens the registry the global settings describe.
 pub async fn open_registry(global: &Global) -> anyhow::Result<Registry> {
     Registry::open(
-        ModelDir::new(&global.models_dir),
+        global.model_dir()?,
         global.redis_url.as_deref(),
         &global.redis_prefix,
     )
@@ -656,7 +677,7 @@ async fn models(global: &Global, cmd: ModelsCommand) -> anyhow::Result<()> {
 }
 
 fn explain(global: &Global, a: ExplainArgs) -> anyhow::Result<()> {
-    let dir = ModelDir::new(&global.models_dir);
+    let dir = global.model_dir()?;
     let meta = match a.version {
         Some(v) => dir.load(&v)?.1,
         None => match dir.latest_valid()? {

@@ -18,6 +18,7 @@ pub mod outcome;
 pub mod registry;
 pub mod reporter;
 pub mod serving;
+pub mod signing;
 pub mod simulate;
 pub mod stats;
 pub mod telemetry;
