@@ -354,3 +354,22 @@ impl RedisRegistry {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_in_messages_never_carry_the_password() {
+        let shown = redact("rediss://user:s3cret@redis.example:6380/0?ssl_ca_certs=/ca.crt");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("redis.example:6380"), "{shown}");
+        let err = client("rediss://:s3cret@localhost:1/?ssl_ca_certs=/nonexistent/ca.crt")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/nonexistent/ca.crt") && !err.contains("s3cret"),
+            "{err}"
+        );
+    }
+}

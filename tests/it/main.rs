@@ -12,5 +12,7 @@ mod e2e;
 mod outcomes;
 mod registry;
 mod reporter;
+mod servers;
 mod store;
+mod stores_tls;
 mod webhook;
