@@ -201,6 +201,7 @@ API for POST /v1/recommendations.
 - name: tmp
   emptyDir:
     sizeLimit: 64Mi
+{{- include "inframind.storesCA.volumes" . }}
 {{- end }}
 
 {{- define "inframind.commonVolumeMounts" -}}
@@ -208,6 +209,7 @@ API for POST /v1/recommendations.
   mountPath: /var/lib/inframind/models
 - name: tmp
   mountPath: /tmp
+{{- include "inframind.storesCA.mounts" . }}
 {{- end }}
 
 {{/*
