@@ -8,6 +8,7 @@ mod harness;
 mod api;
 mod cli;
 mod controller;
+mod drills;
 mod e2e;
 mod outcomes;
 mod registry;
