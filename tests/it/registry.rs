@@ -487,3 +487,144 @@ async fn local_registry_promotes_and_rolls_back_without_redis() {
     assert_eq!(reg.rollback().await.unwrap(), "model_v20261101_000051");
     assert!(reg.promote("model_v_missing").await.is_err());
 }
+
+/// The real binary with `INFRAMIND_*` settings and no Redis.
+fn inframind(
+    dir: &std::path::Path,
+    env: &[(&str, &std::path::Path)],
+    args: &[&str],
+) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_inframind"));
+    cmd.args(args)
+        .current_dir(dir)
+        .env(
+            "INFRAMIND_DATABASE_URL",
+            format!("sqlite://{}", dir.join("im.db").display()),
+        )
+        .env("INFRAMIND_MODELS_DIR", dir.join("models"))
+        .env_remove("INFRAMIND_REDIS_URL")
+        .env_remove("INFRAMIND_MODEL_SIGNING_KEY_FILE")
+        .env_remove("INFRAMIND_MODEL_PUBLIC_KEY_FILE");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("running inframind")
+}
+
+fn openssl(args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl (the documented way to make model keys)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_binary_signs_with_an_openssl_key_and_refuses_models_it_cannot_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (signing, public, other) = (
+        d.join("signing.pem"),
+        d.join("public.pem"),
+        d.join("other.pem"),
+    );
+    // Keys made exactly as the chart's README says.
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "ed25519",
+        "-out",
+        signing.to_str().unwrap(),
+    ]);
+    openssl(&[
+        "pkey",
+        "-in",
+        signing.to_str().unwrap(),
+        "-pubout",
+        "-out",
+        public.to_str().unwrap(),
+    ]);
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "ed25519",
+        "-out",
+        d.join("other-signing.pem").to_str().unwrap(),
+    ]);
+    openssl(&[
+        "pkey",
+        "-in",
+        d.join("other-signing.pem").to_str().unwrap(),
+        "-pubout",
+        "-out",
+        other.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        Signer::load(&signing).unwrap().public(),
+        PublicKey::load(&public).unwrap()
+    );
+
+    let ok = |out: std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    ok(inframind(
+        d,
+        &[],
+        &["simulate", "--runs", "600", "--out", "runs.jsonl"],
+    ));
+    ok(inframind(d, &[], &["ingest", "runs.jsonl"]));
+    let sign = [("INFRAMIND_MODEL_SIGNING_KEY_FILE", signing.as_path())];
+    ok(inframind(
+        d,
+        &sign,
+        &["train", "--trees", "10", "--limit", "300", "--promote"],
+    ));
+    let listed: serde_json::Value = serde_json::from_str(&ok(inframind(
+        d,
+        &[],
+        &["models", "list", "--output", "json"],
+    )))
+    .unwrap();
+    assert!(listed[0]["signature"].is_string(), "{listed}");
+
+    // The right public key loads it; another key refuses it; a mismatched pair refuses to start.
+    ok(inframind(
+        d,
+        &[("INFRAMIND_MODEL_PUBLIC_KEY_FILE", &public)],
+        &["explain"],
+    ));
+    let out = inframind(
+        d,
+        &[("INFRAMIND_MODEL_PUBLIC_KEY_FILE", &other)],
+        &["explain"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("signature"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = inframind(
+        d,
+        &[
+            ("INFRAMIND_MODEL_SIGNING_KEY_FILE", &signing),
+            ("INFRAMIND_MODEL_PUBLIC_KEY_FILE", &other),
+        ],
+        &["models", "list"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not match"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
