@@ -123,6 +123,9 @@ VALUE_SETS: dict[str, dict] = {
         "modelSigning": {"signingKeySecret": "im-signing", "publicKeySecret": "im-public"},
         "storesCA": {"existingSecret": "stores-ca", "secretKey": "root.pem"},
     },
+    # Verifying only: the trainer (and its signing key) lives in another release.
+    "webhook-verifies-only": {"controller": {"enabled": False},
+                              "modelSigning": {"publicKeySecret": "im-public"}},
     "controller-no-batch": {"controller": {"batchJobs": False, "replicas": 1, "podAntiAffinity": "none",
                                            "leaseName": "im-leader"},
                             "api": {"replicas": 1, "podAntiAffinity": "none"},
@@ -189,6 +192,7 @@ TEMPLATE_REJECTS = [
     ({"optimizer": {"bounds": {"minConcurrency": 8, "maxConcurrency": 4}}}, "minConcurrency"),
     ({"api": {"tls": {"enabled": True}}}, "api.tls.secretName"),
     ({"api": {"adminToken": {"secretName": "inframind-api-ingest"}}}, "admin token must differ"),
+    ({"modelSigning": {"publicKeySecret": "im-public"}}, "modelSigning.signingKeySecret"),
 ]
 
 
@@ -1031,7 +1035,7 @@ def main() -> int:
                 if word not in str(e):
                     problems.append(f"{json.dumps(overrides)}: unhelpful error {str(e).strip()}")
         assert not problems, "; ".join(problems)
-    runner.check("templates reject min bounds above max bounds, API TLS without a Secret, one token for both roles", template_rejects)
+    runner.check("templates reject min bounds above max bounds, API TLS without a Secret, one token for both roles, verifying without signing", template_rejects)
 
     def schema_covers_values():
         schema = chart.schema

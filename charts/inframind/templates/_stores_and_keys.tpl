@@ -28,6 +28,9 @@ A model key. Call with (dict "ctx" $ "role" "signing") in the controller (its tr
 its pod) or (dict "ctx" $ "role" "public") in the webhook and the API.
 */}}
 {{- define "inframind.modelKey.env" -}}
+{{- if and .ctx.Values.controller.enabled .ctx.Values.modelSigning.publicKeySecret (not .ctx.Values.modelSigning.signingKeySecret) }}
+{{- fail "modelSigning.publicKeySecret without modelSigning.signingKeySecret: the webhook and the API would refuse every (unsigned) model this release's controller trains" }}
+{{- end }}
 {{- $secret := ternary .ctx.Values.modelSigning.signingKeySecret .ctx.Values.modelSigning.publicKeySecret (eq .role "signing") }}
 {{- if $secret }}
 - name: {{ ternary "INFRAMIND_MODEL_SIGNING_KEY_FILE" "INFRAMIND_MODEL_PUBLIC_KEY_FILE" (eq .role "signing") }}
