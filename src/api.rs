@@ -30,12 +30,12 @@ use tokio::sync::Mutex;
 use warp::http::StatusCode;
 use warp::{Filter, Reply};
 
-use crate::cli::{Global, OptimizerArgs};
+use crate::config::{DrainSettings, Global, OptimizerSettings};
 use crate::controller::crd::{TrainingJob, TrainingJobSpec, TrainingJobStatus};
-use crate::optimizer::{exploration, Optimizer};
+use crate::optimizer::recommender::Recommender;
+use crate::optimizer::Optimizer;
 use crate::registry::{live, LiveModel, WatchConfig};
 use crate::telemetry::{ingest_rows, Store};
-use crate::BuildContext;
 
 /// `inframind api` arguments.
 #[derive(Debug, clap::Args)]
@@ -63,7 +63,10 @@ pub struct ApiArgs {
     pub training_namespace: Option<String>,
     /// Optimizer settings for /v1/recommendations.
     #[command(flatten)]
-    pub optimizer: OptimizerArgs,
+    pub optimizer: OptimizerSettings,
+    /// Shutdown drain.
+    #[command(flatten)]
+    pub drain: DrainSettings,
 }
 
 /// Seconds a client is told to wait when the store is down.
@@ -143,12 +146,14 @@ pub struct ApiState {
     pub admin: Option<TokenFile>,
     /// The model recommendations use.
     pub live: Arc<LiveModel>,
-    /// The optimizer.
-    pub optimizer: Optimizer,
+    /// Assembles recommendations (the same way the webhook and the CLI do).
+    pub recommender: Recommender,
     /// Largest accepted body.
     pub max_body: u64,
     /// How /v1/train trains.
     pub training: Training,
+    /// False while draining: `/readyz` answers 503 so the Service stops sending.
+    pub ready: std::sync::atomic::AtomicBool,
 }
 
 impl ApiState {
@@ -158,7 +163,7 @@ impl ApiState {
         ingest: TokenFile,
         admin: Option<TokenFile>,
         live: Arc<LiveModel>,
-        optimizer: Optimizer,
+        recommender: Recommender,
         max_body: u64,
         training: Training,
     ) -> ApiState {
@@ -168,9 +173,10 @@ impl ApiState {
             ingest,
             admin,
             live,
-            optimizer,
+            recommender,
             max_body,
             training,
+            ready: std::sync::atomic::AtomicBool::new(true),
         }
     }
 
@@ -337,25 +343,17 @@ async fn post_recommendation(state: Arc<ApiState>, body: Bytes) -> warp::reply::
             return unavailable(&e.to_string());
         }
     };
-    let unknown = crate::telemetry::run::UNKNOWN.to_string();
-    let ctx = BuildContext {
-        pipeline: req.pipeline.clone(),
-        branch: req.branch.unwrap_or_else(|| "main".into()),
-        image: req.image.unwrap_or_else(|| unknown.clone()),
-        node: req.node.unwrap_or(unknown),
-    };
-    let seed = req.seed.unwrap_or_else(|| {
-        exploration::seed_from(&format!(
-            "{}@{}",
-            ctx.pipeline,
-            Utc::now().timestamp_nanos_opt().unwrap_or_default()
-        ))
-    });
+    let ctx = Recommender::context(req.pipeline, req.branch, req.image, req.node);
+    // Without a seed, the request's own id seeds exploration, as a pod's uid does in the webhook.
+    let seed = req
+        .seed
+        .unwrap_or_else(|| Recommender::seed(&uuid::Uuid::new_v4().to_string()));
     let model = state.live.get();
     let stats = (stats.runs > 0).then_some(stats);
-    let decision = state
-        .optimizer
-        .decide(&ctx, stats.as_ref(), model.as_deref(), Utc::now(), seed);
+    let decision =
+        state
+            .recommender
+            .recommend(&ctx, stats.as_ref(), model.as_deref(), Utc::now(), seed);
     warp::reply::json(&decision).into_response()
 }
 
@@ -432,7 +430,7 @@ fn capped_body(max: u64) -> impl Filter<Extract = (Bytes,), Error = warp::Reject
     warp::header::optional::<u64>("content-length")
         .and(warp::body::stream())
         .and_then(move |len: Option<u64>, body| async move {
-            crate::webhook::server::read_capped(len, Box::pin(body), max)
+            crate::serving::body::read_capped(len, Box::pin(body), max)
                 .await
                 .map_err(|resp| warp::reject::custom(Denied(std::sync::Mutex::new(Some(resp)))))
         })
@@ -491,6 +489,17 @@ pub fn routes(
     let healthz = warp::path!("healthz")
         .and(warp::get())
         .map(|| warp::reply::with_status("ok", StatusCode::OK).into_response());
+    let readyz = warp::path!("readyz")
+        .and(warp::get())
+        .and(with_state.clone())
+        .map(|s: Arc<ApiState>| {
+            if s.ready.load(std::sync::atomic::Ordering::Acquire) {
+                warp::reply::with_status("ready", StatusCode::OK).into_response()
+            } else {
+                warp::reply::with_status("draining", StatusCode::SERVICE_UNAVAILABLE)
+                    .into_response()
+            }
+        });
     runs.or(stats)
         .unify()
         .or(recommend)
@@ -498,6 +507,8 @@ pub fn routes(
         .or(train)
         .unify()
         .or(healthz)
+        .unify()
+        .or(readyz)
         .unify()
         .recover(|rej: warp::Rejection| async move {
             let resp = if let Some(d) = rej.find::<Denied>() {
@@ -549,7 +560,7 @@ pub async fn spawn(
     addr: SocketAddr,
     tls: Option<Arc<rustls::ServerConfig>>,
     state: Arc<ApiState>,
-) -> crate::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+) -> crate::Result<crate::serving::Server> {
     crate::serving::spawn(addr, tls, routes(state)).await
 }
 
@@ -605,8 +616,8 @@ pub async fn run(global: &Global, args: ApiArgs) -> anyhow::Result<()> {
     };
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(c), Some(k)) => {
-            let store = crate::webhook::tls::CertStore::from_files(c, k)?;
-            crate::webhook::tls::watch_files(
+            let store = crate::serving::tls::CertStore::from_files(c, k)?;
+            crate::serving::tls::watch_files(
                 store.clone(),
                 c.clone(),
                 k.clone(),
@@ -621,14 +632,15 @@ pub async fn run(global: &Global, args: ApiArgs) -> anyhow::Result<()> {
         ingest,
         admin,
         live,
-        Optimizer::new(args.optimizer.config()?),
+        Recommender::new(Optimizer::new(args.optimizer.config()?)),
         args.max_body_bytes,
         training,
     ));
-    let (addr, server) = spawn(args.listen, tls, state).await?;
-    tracing::info!(%addr, "InfraMind API serving");
-    crate::serving::shutdown_signal().await;
-    server.abort();
+    let server = spawn(args.listen, tls, state.clone()).await?;
+    tracing::info!(addr = %server.addr(), "InfraMind API serving");
+    server
+        .run_until_signal(&state.ready, args.drain.drain())
+        .await;
     Ok(())
 }
 

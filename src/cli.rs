@@ -6,17 +6,16 @@ use anyhow::{bail, Context};
 use chrono::Utc;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use crate::config::{Global, LogFormat, OptimizerSettings};
 use crate::evaluation::Split;
 use crate::forest::ForestParams;
-use crate::model::{ModelDir, ModelMeta};
-use crate::optimizer::{
-    describe, exploration, Bounds, Decision, NodeCapacity, Objective, Optimizer, OptimizerConfig,
-    Steps,
-};
+use crate::model::ModelMeta;
+use crate::optimizer::recommender::Recommender;
+use crate::optimizer::{describe, Decision, Optimizer, OptimizerConfig};
 use crate::registry::Registry;
 use crate::telemetry::{ingest_rows, read_rows, IngestReport, Store};
 use crate::training::{train_and_save, Stage, TrainingSpec};
-use crate::{BuildConfig, BuildContext};
+use crate::BuildContext;
 
 /// InfraMind: right-sizes CI build pods with a model that keeps learning.
 #[derive(Debug, Parser)]
@@ -28,61 +27,6 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
-}
-
-/// Settings every subcommand shares.
-#[derive(Debug, Args, Clone)]
-pub struct Global {
-    /// Telemetry store: postgres://… or sqlite://… (created when missing).
-    #[arg(long, global = true, env = "INFRAMIND_DATABASE_URL", default_value = crate::telemetry::store::DEFAULT_DATABASE_URL)]
-    pub database_url: String,
-    /// Directory of versioned model artifacts.
-    #[arg(
-        long,
-        global = true,
-        env = "INFRAMIND_MODELS_DIR",
-        default_value = "models"
-    )]
-    pub models_dir: PathBuf,
-    /// Redis holding the shared model registry (`im:model:active`); without it, the models directory is the registry.
-    #[arg(long, global = true, env = "INFRAMIND_REDIS_URL")]
-    pub redis_url: Option<String>,
-    /// Key prefix of the registry in Redis.
-    #[arg(long, global = true, env = "INFRAMIND_REDIS_PREFIX", default_value = crate::registry::DEFAULT_PREFIX)]
-    pub redis_prefix: String,
-    /// Ed25519 private key (PKCS#8 PEM or base64 seed) that signs the models this process trains (the trainer only).
-    #[arg(long, global = true, env = "INFRAMIND_MODEL_SIGNING_KEY_FILE")]
-    pub model_signing_key_file: Option<PathBuf>,
-    /// Ed25519 public key (SPKI PEM or base64) that every loaded model must be signed with; without it (and without a signing key) signatures are not checked.
-    #[arg(long, global = true, env = "INFRAMIND_MODEL_PUBLIC_KEY_FILE")]
-    pub model_public_key_file: Option<PathBuf>,
-    /// Log format: human text or JSON lines (for clusters).
-    #[arg(long, global = true, env = "INFRAMIND_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
-}
-
-impl Global {
-    /// The model signing and verifying keys these settings name.
-    pub fn model_keys(&self) -> anyhow::Result<crate::signing::ModelKeys> {
-        Ok(crate::signing::ModelKeys::load(
-            self.model_signing_key_file.as_deref(),
-            self.model_public_key_file.as_deref(),
-        )?)
-    }
-
-    /// The models directory with its keys.
-    pub fn model_dir(&self) -> anyhow::Result<ModelDir> {
-        Ok(ModelDir::new(&self.models_dir).with_keys(self.model_keys()?))
-    }
-}
-
-/// How logs are written.
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum LogFormat {
-    /// Human-readable.
-    Text,
-    /// One JSON object per line.
-    Json,
 }
 
 /// How results are printed.
@@ -125,171 +69,27 @@ pub enum Command {
     Report(Box<crate::reporter::ReportArgs>),
 }
 
-/// Optimizer settings (shared by `recommend` and the webhook).
-#[derive(Debug, Args, Clone)]
-pub struct OptimizerArgs {
-    /// Fewest vCPU a build is given.
-    #[arg(long, env = "INFRAMIND_MIN_CPU", default_value_t = 1.0)]
-    pub min_cpu: f64,
-    /// Most vCPU a build is given.
-    #[arg(long, env = "INFRAMIND_MAX_CPU", default_value_t = 16.0)]
-    pub max_cpu: f64,
-    /// Least memory, GB.
-    #[arg(long, env = "INFRAMIND_MIN_MEM_GB", default_value_t = 2.0)]
-    pub min_mem_gb: f64,
-    /// Most memory, GB.
-    #[arg(long, env = "INFRAMIND_MAX_MEM_GB", default_value_t = 64.0)]
-    pub max_mem_gb: f64,
-    /// Fewest build jobs.
-    #[arg(long, env = "INFRAMIND_MIN_CONCURRENCY", default_value_t = 1)]
-    pub min_concurrency: u32,
-    /// Most build jobs (never above 16).
-    #[arg(long, env = "INFRAMIND_MAX_CONCURRENCY", default_value_t = 16)]
-    pub max_concurrency: u32,
-    /// Allocatable vCPU of the largest node (bounds every recommendation).
-    #[arg(long, env = "INFRAMIND_NODE_MAX_CPU")]
-    pub node_max_cpu: Option<f64>,
-    /// Allocatable memory of the largest node, GB.
-    #[arg(long, env = "INFRAMIND_NODE_MAX_MEM_GB")]
-    pub node_max_mem_gb: Option<f64>,
-    /// Baseline vCPU for pipelines with no successful run.
-    #[arg(long, env = "INFRAMIND_DEFAULT_CPU", default_value_t = 4.0)]
-    pub default_cpu: f64,
-    /// Baseline memory, GB.
-    #[arg(long, env = "INFRAMIND_DEFAULT_MEM_GB", default_value_t = 8.0)]
-    pub default_mem_gb: f64,
-    /// Baseline build jobs.
-    #[arg(long, env = "INFRAMIND_DEFAULT_CONCURRENCY", default_value_t = 4)]
-    pub default_concurrency: u32,
-    /// Grid step for cpu.
-    #[arg(long, env = "INFRAMIND_CPU_STEP", default_value_t = 1.0)]
-    pub cpu_step: f64,
-    /// Grid step for memory, GB.
-    #[arg(long, env = "INFRAMIND_MEM_STEP_GB", default_value_t = 1.0)]
-    pub mem_step_gb: f64,
-    /// Grid step for concurrency.
-    #[arg(long, env = "INFRAMIND_CONCURRENCY_STEP", default_value_t = 1)]
-    pub concurrency_step: u32,
-    /// What to minimise.
-    #[arg(long, env = "INFRAMIND_OBJECTIVE", value_enum, default_value_t = ObjectiveArg::Duration)]
-    pub objective: ObjectiveArg,
-    /// Cost objective: price of a vCPU-hour.
-    #[arg(long, env = "INFRAMIND_CPU_PRICE_PER_HOUR", default_value_t = 0.04)]
-    pub cpu_price_per_hour: f64,
-    /// Cost objective: price of a GB-hour of memory.
-    #[arg(long, env = "INFRAMIND_MEM_PRICE_PER_GB_HOUR", default_value_t = 0.005)]
-    pub mem_price_per_gb_hour: f64,
-    /// Cost objective: price of an hour of build time.
-    #[arg(long, env = "INFRAMIND_TIME_PRICE_PER_HOUR", default_value_t = 0.5)]
-    pub time_price_per_hour: f64,
-    /// Probability of exploring a random config (0 disables).
-    #[arg(long, env = "INFRAMIND_EXPLORATION_RATE", default_value_t = 0.15)]
-    pub exploration_rate: f64,
-}
-
-/// Objective choice on the command line.
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum ObjectiveArg {
-    /// Fastest build.
-    Duration,
-    /// Cheapest build, counting the price of time.
-    Cost,
-}
-
-impl OptimizerArgs {
-    /// The optimizer configuration these flags describe, validated.
-    pub fn config(&self) -> anyhow::Result<OptimizerConfig> {
-        let positive = [
-            ("min-cpu", self.min_cpu),
-            ("max-cpu", self.max_cpu),
-            ("min-mem-gb", self.min_mem_gb),
-            ("max-mem-gb", self.max_mem_gb),
-            ("default-cpu", self.default_cpu),
-            ("default-mem-gb", self.default_mem_gb),
-            ("cpu-step", self.cpu_step),
-            ("mem-step-gb", self.mem_step_gb),
-        ];
-        for (name, v) in positive {
-            if !(v.is_finite() && v > 0.0) {
-                bail!("--{name} must be a positive number, got {v}");
-            }
-        }
-        if self.min_cpu > self.max_cpu
-            || self.min_mem_gb > self.max_mem_gb
-            || self.min_concurrency > self.max_concurrency
-        {
-            bail!("each minimum bound must not exceed its maximum");
-        }
-        if !(0.0..=1.0).contains(&self.exploration_rate) {
-            bail!(
-                "--exploration-rate must be within 0..1, got {}",
-                self.exploration_rate
-            );
-        }
-        if self.concurrency_step == 0 || self.default_concurrency == 0 {
-            bail!("--concurrency-step and --default-concurrency must be at least 1");
-        }
-        let node_capacity = match (self.node_max_cpu, self.node_max_mem_gb) {
-            (None, None) => None,
-            (cpu, mem) => Some(NodeCapacity {
-                cpu: cpu.unwrap_or(f64::INFINITY),
-                mem_gb: mem.unwrap_or(f64::INFINITY),
-            }),
-        };
-        Ok(OptimizerConfig {
-            defaults: BuildConfig {
-                cpu: self.default_cpu,
-                mem_gb: self.default_mem_gb,
-                concurrency: self.default_concurrency,
-            },
-            steps: Steps {
-                cpu: self.cpu_step,
-                mem_gb: self.mem_step_gb,
-                concurrency: self.concurrency_step,
-            },
-            bounds: Bounds {
-                min_cpu: self.min_cpu,
-                max_cpu: self.max_cpu,
-                min_mem_gb: self.min_mem_gb,
-                max_mem_gb: self.max_mem_gb,
-                min_concurrency: self.min_concurrency,
-                max_concurrency: self.max_concurrency,
-            },
-            node_capacity,
-            objective: match self.objective {
-                ObjectiveArg::Duration => Objective::Duration,
-                ObjectiveArg::Cost => Objective::Cost {
-                    cpu_per_hour: self.cpu_price_per_hour,
-                    gb_per_hour: self.mem_price_per_gb_hour,
-                    time_per_hour: self.time_price_per_hour,
-                },
-            },
-            exploration_rate: self.exploration_rate,
-        })
-    }
-}
-
 /// `recommend` arguments.
 #[derive(Debug, Args)]
 pub struct RecommendArgs {
     /// Pipeline (repository).
     #[arg(long)]
     pub pipeline: String,
-    /// Branch.
-    #[arg(long, default_value = "main")]
-    pub branch: String,
-    /// Build image.
-    #[arg(long, default_value = "unknown")]
-    pub image: String,
-    /// Node type.
-    #[arg(long, default_value = "unknown")]
-    pub node: String,
+    /// Branch (default: `unknown`, as admission sees a pod without one).
+    #[arg(long)]
+    pub branch: Option<String>,
+    /// Build image (default: `unknown`).
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Node type (default: `unknown`).
+    #[arg(long)]
+    pub node: Option<String>,
     /// Seed for the exploration draw (default: derived from pipeline and time); same seed, same decision.
     #[arg(long)]
     pub seed: Option<u64>,
     /// Optimizer settings.
     #[command(flatten)]
-    pub optimizer: OptimizerArgs,
+    pub optimizer: OptimizerSettings,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub output: Output,
@@ -736,7 +536,7 @@ async fn quickstart(global: &Global, a: QuickstartArgs) -> anyhow::Result<()> {
     let ooms = runs.iter().filter(|r| r.oom_killed).count();
     let rows = runs
         .iter()
-        .map(|r| Ok(crate::telemetry::run::to_raw_row(r)))
+        .map(|r| Ok(crate::record::to_raw_row(r)))
         .collect();
     let report = ingest_rows(&store, rows, Utc::now()).await?;
     println!(
@@ -772,7 +572,7 @@ async fn quickstart(global: &Global, a: QuickstartArgs) -> anyhow::Result<()> {
         exploration_rate: 0.0,
         ..Default::default()
     });
-    print_decision(&decide(global, &ctx, &optimizer, 0).await?);
+    print_decision(&decide(global, &ctx, &Recommender::new(optimizer), 0).await?);
     Ok(())
 }
 
@@ -803,14 +603,14 @@ fn print_decision(d: &Decision) {
 async fn decide(
     global: &Global,
     ctx: &BuildContext,
-    optimizer: &Optimizer,
+    recommender: &Recommender,
     seed: u64,
 ) -> anyhow::Result<Decision> {
     let store = connect(global).await?;
     let stats = store.pipeline_stats(&ctx.pipeline).await?;
     let model = open_registry(global).await?.load_active().await?;
     let stats = (stats.runs > 0).then_some(stats);
-    Ok(optimizer.decide(
+    Ok(recommender.recommend(
         ctx,
         stats.as_ref(),
         model.as_ref().map(|m| &m.0),
@@ -820,21 +620,13 @@ async fn decide(
 }
 
 async fn recommend(global: &Global, a: RecommendArgs) -> anyhow::Result<()> {
-    let optimizer = Optimizer::new(a.optimizer.config()?);
-    let ctx = BuildContext {
-        pipeline: a.pipeline,
-        branch: a.branch,
-        image: a.image,
-        node: a.node,
-    };
-    let seed = a.seed.unwrap_or_else(|| {
-        exploration::seed_from(&format!(
-            "{}@{}",
-            ctx.pipeline,
-            Utc::now().timestamp_nanos_opt().unwrap_or_default()
-        ))
-    });
-    let d = decide(global, &ctx, &optimizer, seed).await?;
+    let recommender = Recommender::new(Optimizer::new(a.optimizer.config()?));
+    let ctx = Recommender::context(a.pipeline, a.branch, a.image, a.node);
+    // Without --seed, a fresh request id seeds exploration, as a pod's uid does in the webhook.
+    let seed = a
+        .seed
+        .unwrap_or_else(|| Recommender::seed(&uuid::Uuid::new_v4().to_string()));
+    let d = decide(global, &ctx, &recommender, seed).await?;
     match a.output {
         Output::Json => print_json(&d)?,
         Output::Text => print_decision(&d),

@@ -27,7 +27,7 @@ pub enum Error {
     },
     /// Training could not produce a model.
     #[error("training failed: {0}")]
-    Training(String),
+    Training(#[from] crate::training::TrainingError),
     /// An input file or value was unusable.
     #[error("invalid input: {0}")]
     Input(String),
@@ -49,6 +49,9 @@ pub enum Error {
         #[source]
         source: redis::RedisError,
     },
+    /// An HTTP exchange through [`crate::client`] failed.
+    #[error(transparent)]
+    Client(#[from] crate::client::ClientError),
     /// The Kubernetes API failed.
     #[error("Kubernetes API error while {context}: {source}")]
     Kube {
@@ -81,6 +84,15 @@ impl Error {
         Error::Artifact {
             path: path.into(),
             reason: reason.into(),
+        }
+    }
+}
+
+impl From<crate::model::ModelError> for Error {
+    fn from(e: crate::model::ModelError) -> Error {
+        match e {
+            crate::model::ModelError::Refused { path, reason } => Error::Artifact { path, reason },
+            crate::model::ModelError::Io { context, source } => Error::Io { context, source },
         }
     }
 }

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::telemetry::RunRecord;
+use crate::record::RunRecord;
 use crate::{BuildConfig, BuildContext};
 
 /// Version of the feature schema; a model trained on another version is refused.

@@ -20,7 +20,52 @@ use smartcore::ensemble::random_forest_regressor::{
 };
 use smartcore::linalg::basic::matrix::DenseMatrix;
 
-use crate::error::{Error, Result};
+/// Why a forest could not be trained or rebuilt.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ForestError {
+    /// Asked for a forest of no trees.
+    #[error("n_trees must be at least 1")]
+    NoTrees,
+    /// The matrix and the labels do not fit together.
+    #[error(
+        "training data shape mismatch: {values} values for {rows} rows of {features} features"
+    )]
+    Shape {
+        /// Values in the matrix.
+        values: usize,
+        /// Labels.
+        rows: usize,
+        /// Columns.
+        features: usize,
+    },
+    /// A feature or label is NaN or infinite.
+    #[error("training data contains a non-finite value")]
+    NonFinite,
+    /// smartcore refused or failed at one stage.
+    #[error("smartcore failed while {stage}: {message}")]
+    Smartcore {
+        /// What was being done.
+        stage: &'static str,
+        /// smartcore's message.
+        message: String,
+    },
+    /// A training shard's thread panicked.
+    #[error("training shard {0} panicked")]
+    ShardPanicked(usize),
+    /// A tree's layout is unusable (from smartcore or a stored artifact).
+    #[error("forest layout is invalid: {0}")]
+    Layout(String),
+}
+
+/// Results of forest operations.
+pub type Result<T, E = ForestError> = std::result::Result<T, E>;
+
+fn smartcore(stage: &'static str) -> impl FnOnce(smartcore::error::Failed) -> ForestError {
+    move |e| ForestError::Smartcore {
+        stage,
+        message: e.to_string(),
+    }
+}
 
 /// Hyperparameters, with the design's defaults. `max_depth` means what scikit-learn means:
 /// the number of splits on the longest root-to-leaf path.
@@ -150,13 +195,13 @@ pub fn fit_smartcore(
 ) -> Result<SmartcoreForest> {
     let n_rows = y.len();
     let matrix = DenseMatrix::new(n_rows, n_features, x.to_vec(), false)
-        .map_err(|e| Error::Training(format!("building the training matrix: {e}")))?;
+        .map_err(smartcore("building the training matrix"))?;
     RandomForestRegressor::fit(
         &matrix,
         &y.to_vec(),
         smartcore_params(p, n_trees, seed, n_features),
     )
-    .map_err(|e| Error::Training(format!("smartcore could not fit the forest: {e}")))
+    .map_err(smartcore("fitting the forest"))
 }
 
 /// Seed of shard `k`: far apart so no two trees in the whole forest share a seed.
@@ -183,20 +228,17 @@ pub fn train(
     params: &ForestParams,
 ) -> Result<TrainedForest> {
     if params.n_trees == 0 {
-        return Err(Error::Training("n_trees must be at least 1".into()));
+        return Err(ForestError::NoTrees);
     }
     if y.is_empty() || n_features == 0 || x.len() != y.len() * n_features {
-        return Err(Error::Training(format!(
-            "training data shape mismatch: {} values for {} rows of {} features",
-            x.len(),
-            y.len(),
-            n_features
-        )));
+        return Err(ForestError::Shape {
+            values: x.len(),
+            rows: y.len(),
+            features: n_features,
+        });
     }
     if x.iter().chain(y).any(|v| !v.is_finite()) {
-        return Err(Error::Training(
-            "training data contains a non-finite value".into(),
-        ));
+        return Err(ForestError::NonFinite);
     }
     let sizes = shard_sizes(params.n_trees, params.shards);
     let threads = std::thread::available_parallelism()
@@ -223,9 +265,9 @@ pub fn train(
                             shard_seed(params.seed, k),
                         )
                         .and_then(|m| {
-                            let imp = m.compute_feature_importances().map_err(|e| {
-                                Error::Training(format!("feature importances: {e}"))
-                            })?;
+                            let imp = m
+                                .compute_feature_importances()
+                                .map_err(smartcore("computing feature importances"))?;
                             Ok((CompactForest::from_smartcore(&m, n_features)?, imp))
                         });
                         done.push((k, shard));
@@ -253,8 +295,7 @@ pub fn train(
     };
     let mut importances = vec![0.0; n_features];
     for (k, r) in results.into_iter().enumerate() {
-        let (shard, imp) =
-            r.ok_or_else(|| Error::Training(format!("training shard {k} panicked")))??;
+        let (shard, imp) = r.ok_or(ForestError::ShardPanicked(k))??;
         let weight = sizes[k] as f64 / params.n_trees as f64;
         for (acc, v) in importances.iter_mut().zip(imp) {
             *acc += weight * v;
@@ -275,13 +316,14 @@ impl CompactForest {
     /// Converts a fitted smartcore forest through its serde form (bit-exact with `float_roundtrip`).
     pub fn from_smartcore(model: &SmartcoreForest, n_features: usize) -> Result<CompactForest> {
         let json = serde_json::to_vec(model)
-            .map_err(|e| Error::Training(format!("serialising the smartcore forest: {e}")))?;
-        let sm: SmForest = serde_json::from_slice(&json)
-            .map_err(|e| Error::Training(format!("reading the smartcore forest's nodes: {e}")))?;
+            .map_err(|e| ForestError::Layout(format!("serialising the smartcore forest: {e}")))?;
+        let sm: SmForest = serde_json::from_slice(&json).map_err(|e| {
+            ForestError::Layout(format!("reading the smartcore forest's nodes: {e}"))
+        })?;
         let trees = sm
             .forest_regressor
             .and_then(|f| f.trees)
-            .ok_or_else(|| Error::Training("smartcore forest has no trees".into()))?;
+            .ok_or_else(|| ForestError::Layout("smartcore forest has no trees".into()))?;
         let mut forest = CompactForest {
             n_features,
             trees: Vec::with_capacity(trees.len()),
@@ -308,12 +350,12 @@ impl CompactForest {
             let n = tree
                 .nodes
                 .get(src)
-                .ok_or_else(|| Error::Training(format!("smartcore node {src} out of range")))?;
+                .ok_or_else(|| ForestError::Layout(format!("smartcore node {src} out of range")))?;
             depth = depth.max(d);
             match (n.true_child, n.false_child, n.split_value) {
                 (Some(t), Some(f), Some(v)) => {
                     if n.split_feature >= self.n_features {
-                        return Err(Error::Training(format!(
+                        return Err(ForestError::Layout(format!(
                             "split on feature {} of {}",
                             n.split_feature, self.n_features
                         )));

@@ -7,14 +7,17 @@ pub mod admission;
 pub mod api;
 pub mod cli;
 pub mod client;
+pub mod config;
 pub mod controller;
 pub mod error;
 pub mod evaluation;
 pub mod features;
 pub mod forest;
+pub mod kube_time;
 pub mod model;
 pub mod optimizer;
 pub mod outcome;
+pub mod record;
 pub mod registry;
 pub mod reporter;
 pub mod serving;
@@ -55,7 +58,7 @@ pub struct BuildContext {
 
 impl BuildContext {
     /// The context a finished run was admitted with.
-    pub fn of_run(run: &telemetry::RunRecord) -> BuildContext {
+    pub fn of_run(run: &record::RunRecord) -> BuildContext {
         BuildContext {
             pipeline: run.pipeline.clone(),
             branch: run.branch.clone(),

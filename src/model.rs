@@ -13,11 +13,51 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::error::{Error, Result};
 use crate::evaluation::{Metrics, Split};
 use crate::features::{Encodings, FEATURE_NAMES, FEATURE_SCHEMA_VERSION, N_FEATURES};
 use crate::forest::{CompactForest, ForestParams, Node, TreeInfo};
 use crate::signing::{ModelKeys, Trust};
+
+/// Why an artifact or its metadata could not be read, written or trusted.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The file exists but is refused (truncated, altered, wrong format or schema).
+    #[error("model artifact {path}: {reason}")]
+    Refused {
+        /// The file concerned.
+        path: PathBuf,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A filesystem operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done, with the path.
+        context: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Results of artifact operations.
+pub type Result<T, E = ModelError> = std::result::Result<T, E>;
+
+impl ModelError {
+    /// A refusal of `path`.
+    pub fn refused(path: impl Into<PathBuf>, reason: impl Into<String>) -> ModelError {
+        ModelError::Refused {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Wraps an I/O error with what was being done.
+    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ModelError {
+        let context = context.into();
+        move |source| ModelError::Io { context, source }
+    }
+}
 
 /// Version of the artifact format (the binary layout and this metadata).
 pub const ARTIFACT_FORMAT_VERSION: u32 = 1;
@@ -331,13 +371,13 @@ impl ModelDir {
     /// Writes an artifact's bytes and metadata as they are (artifact first, each via a temp
     /// file and rename): a replica's copy of what it fetched keeps the trainer's signature.
     pub fn store(&self, bytes: &[u8], meta: &ModelMeta) -> Result<PathBuf> {
-        std::fs::create_dir_all(&self.dir).map_err(Error::io(format!(
+        std::fs::create_dir_all(&self.dir).map_err(ModelError::io(format!(
             "creating model directory {}",
             self.dir.display()
         )))?;
         write_atomic(&self.artifact_path(&meta.version), bytes)?;
         let json = serde_json::to_vec_pretty(meta)
-            .map_err(|e| Error::artifact(self.meta_path(&meta.version), e.to_string()))?;
+            .map_err(|e| ModelError::refused(self.meta_path(&meta.version), e.to_string()))?;
         write_atomic(&self.meta_path(&meta.version), &json)?;
         Ok(self.meta_path(&meta.version))
     }
@@ -346,11 +386,11 @@ impl ModelDir {
     pub fn meta(&self, version: &str) -> Result<ModelMeta> {
         let path = self.meta_path(version);
         let text =
-            std::fs::read(&path).map_err(Error::io(format!("reading {}", path.display())))?;
+            std::fs::read(&path).map_err(ModelError::io(format!("reading {}", path.display())))?;
         let meta: ModelMeta = serde_json::from_slice(&text)
-            .map_err(|e| Error::artifact(&path, format!("metadata is not valid: {e}")))?;
+            .map_err(|e| ModelError::refused(&path, format!("metadata is not valid: {e}")))?;
         if meta.format_version != ARTIFACT_FORMAT_VERSION {
-            return Err(Error::artifact(
+            return Err(ModelError::refused(
                 &path,
                 format!("format version {} is not supported", meta.format_version),
             ));
@@ -363,9 +403,9 @@ impl ModelDir {
         let meta = self.meta(version)?;
         let path = self.dir.join(&meta.artifact);
         let bytes =
-            std::fs::read(&path).map_err(Error::io(format!("reading {}", path.display())))?;
+            std::fs::read(&path).map_err(ModelError::io(format!("reading {}", path.display())))?;
         let model = verify(&bytes, &meta, &self.keys.trust)
-            .map_err(|reason| Error::artifact(&path, reason))?;
+            .map_err(|reason| ModelError::refused(&path, reason))?;
         Ok((model, meta))
     }
 
@@ -380,7 +420,7 @@ impl ModelDir {
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io(format!("listing {}", self.dir.display()))(e)),
+            Err(e) => return Err(ModelError::io(format!("listing {}", self.dir.display()))(e)),
         };
         let mut metas = Vec::new();
         for entry in entries.flatten() {
@@ -415,7 +455,7 @@ impl ModelDir {
             Ok(s) if !s.trim().is_empty() => Ok(Some(s.trim().to_string())),
             Ok(_) => Ok(None),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io(format!("reading {}", path.display()))(e)),
+            Err(e) => Err(ModelError::io(format!("reading {}", path.display()))(e)),
         }
     }
 
@@ -467,8 +507,8 @@ pub fn verify(bytes: &[u8], meta: &ModelMeta, trust: &Trust) -> std::result::Res
 /// Writes `bytes` to `path` through a temporary file and a rename, so readers never see half a file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(Error::io(format!("writing {}", tmp.display())))?;
-    std::fs::rename(&tmp, path).map_err(Error::io(format!(
+    std::fs::write(&tmp, bytes).map_err(ModelError::io(format!("writing {}", tmp.display())))?;
+    std::fs::rename(&tmp, path).map_err(ModelError::io(format!(
         "renaming {} to {}",
         tmp.display(),
         path.display()

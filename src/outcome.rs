@@ -10,12 +10,13 @@
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
 
+use crate::admission::contract;
 use crate::admission::quantity::{parse_cpu, parse_mem_gb};
-use crate::telemetry::run::UNKNOWN;
-use crate::telemetry::RunRecord;
+use crate::record::RunRecord;
+use crate::record::UNKNOWN;
 
 /// Label the webhook puts on every pod it decided on; the watcher selects on it.
-pub const MANAGED_LABEL: &str = "inframind.io/managed";
+pub use crate::admission::contract::MANAGED_LABEL;
 
 /// The run_id of a pod's build.
 pub fn run_id(pod_uid: &str) -> String {
@@ -31,22 +32,13 @@ fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
         .filter(|s| !s.is_empty())
 }
 
-/// Concurrency from the container's env (INFRAMIND_CONCURRENCY, else a `-jN` in MAKEFLAGS).
+/// Concurrency from the container's env, by the contract's one rule (the same admission used).
 fn concurrency(env: &[k8s_openapi::api::core::v1::EnvVar]) -> Option<u32> {
-    let value = |name: &str| {
+    contract::concurrency_in_env(contract::DEFAULT_CONCURRENCY_ENV, |name| {
         env.iter()
             .find(|e| e.name == name)
             .and_then(|e| e.value.as_deref())
-    };
-    value("INFRAMIND_CONCURRENCY")
-        .and_then(|v| v.trim().parse().ok())
-        .or_else(|| {
-            value("MAKEFLAGS").and_then(|f| {
-                f.split_whitespace()
-                    .find_map(|t| t.strip_prefix("-j")?.parse().ok())
-            })
-        })
-        .or_else(|| value("CMAKE_BUILD_PARALLEL_LEVEL").and_then(|v| v.trim().parse().ok()))
+    })
 }
 
 /// The build container's final termination, if it has ended.
@@ -67,7 +59,7 @@ fn terminated<'a>(pod: &'a Pod, container: &str) -> Option<(&'a ContainerStateTe
 /// the node it ran on, when known.
 pub fn run_from_pod(pod: &Pod, node_type: Option<&str>) -> Option<Result<RunRecord, String>> {
     let spec = pod.spec.as_ref()?;
-    let container_name = annotation(pod, "inframind.io/container")
+    let container_name = annotation(pod, contract::CONTAINER)
         .map(str::to_string)
         .or_else(|| spec.containers.first().map(|c| c.name.clone()))?;
     let (term, restarts) = terminated(pod, &container_name)?;
@@ -82,8 +74,8 @@ fn describe(
     node_type: Option<&str>,
 ) -> Result<RunRecord, String> {
     let uid = pod.metadata.uid.as_deref().ok_or("pod has no uid")?;
-    let pipeline = annotation(pod, "inframind.io/pipeline")
-        .ok_or("pod has no inframind.io/pipeline annotation")?;
+    let pipeline = annotation(pod, contract::PIPELINE)
+        .ok_or_else(|| format!("pod has no {} annotation", contract::PIPELINE))?;
     let spec = pod.spec.as_ref().ok_or("pod has no spec")?;
     let container = spec
         .containers
@@ -106,12 +98,12 @@ fn describe(
     let started: DateTime<Utc> = term
         .started_at
         .as_ref()
-        .map(crate::controller::crd::chrono_time)
+        .map(crate::kube_time::chrono_time)
         .ok_or("build container has no start time")?;
     let finished: DateTime<Utc> = term
         .finished_at
         .as_ref()
-        .map(crate::controller::crd::chrono_time)
+        .map(crate::kube_time::chrono_time)
         .ok_or("build container has no finish time")?;
     let duration_s = (finished - started).num_milliseconds() as f64 / 1000.0;
     if duration_s < 0.0 {
@@ -122,15 +114,15 @@ fn describe(
     Ok(RunRecord {
         run_id: run_id(uid),
         pipeline: pipeline.to_string(),
-        branch: annotation(pod, "inframind.io/branch")
+        branch: annotation(pod, contract::BRANCH)
             .unwrap_or(UNKNOWN)
             .to_string(),
-        image: annotation(pod, "inframind.io/image")
+        image: annotation(pod, contract::IMAGE)
             .map(str::to_string)
             .or_else(|| container.image.clone())
             .unwrap_or_else(|| UNKNOWN.to_string()),
         node: node_type
-            .or_else(|| annotation(pod, "inframind.io/node-type"))
+            .or_else(|| annotation(pod, contract::NODE_TYPE))
             .unwrap_or(UNKNOWN)
             .to_string(),
         cpu_req,
@@ -202,8 +194,7 @@ mod tests {
         assert!(run.success && !run.oom_killed);
         assert_eq!(run.started_at.to_rfc3339(), "2026-11-27T10:00:05+00:00");
         // The row passes the same validation as any ingested row.
-        crate::telemetry::validate_row(&crate::telemetry::run::to_raw_row(&run), Utc::now())
-            .unwrap();
+        crate::record::validate_row(&crate::record::to_raw_row(&run), Utc::now()).unwrap();
     }
 
     #[test]

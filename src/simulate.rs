@@ -12,7 +12,7 @@ use chrono::{DateTime, Duration, Utc};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::telemetry::RunRecord;
+use crate::record::RunRecord;
 use crate::BuildConfig;
 
 /// One simulated pipeline's physics.
@@ -409,8 +409,7 @@ mod tests {
         assert!(ooms > 10 && ooms < 600, "{ooms} OOMs");
         assert!(a.iter().all(|r| r.oom_killed != r.success));
         for r in &a {
-            let back =
-                crate::telemetry::validate_row(&crate::telemetry::run::to_raw_row(r), t).unwrap();
+            let back = crate::record::validate_row(&crate::record::to_raw_row(r), t).unwrap();
             assert_eq!(&back, r);
         }
         assert!(a.windows(2).all(|w| w[0].started_at < w[1].started_at));

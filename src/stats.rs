@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::features::PipelineHistory;
-use crate::telemetry::RunRecord;
+use crate::record::RunRecord;
 use crate::BuildConfig;
 
 /// Recent runs (all outcomes) read per pipeline to compute its stats.

@@ -6,14 +6,37 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::evaluation::{split_indices, Metrics, Split};
 use crate::features::{
     build_dataset, Dataset, Encodings, FEATURE_NAMES, FEATURE_SCHEMA_VERSION, N_FEATURES,
 };
+use crate::forest::ForestError;
 use crate::forest::{train, ForestParams, TrainedForest};
 use crate::model::{Model, ModelDir, ModelMeta, TrainingWindow, ARTIFACT_FORMAT_VERSION};
-use crate::telemetry::{RunRecord, Store};
+use crate::record::RunRecord;
+use crate::telemetry::Store;
+
+/// Why training could not produce a model.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainingError {
+    /// The window holds too few successful runs to learn from.
+    #[error("too few successful runs to train: {successes} (need at least {needed}){}", pipeline.as_ref().map(|p| format!(" for pipeline {p}")).unwrap_or_default())]
+    TooFewRuns {
+        /// Successful runs found.
+        successes: usize,
+        /// Successful runs needed.
+        needed: usize,
+        /// The pipeline trained on, if one.
+        pipeline: Option<String>,
+    },
+    /// The forest could not be grown.
+    #[error(transparent)]
+    Forest(#[from] ForestError),
+    /// The blocking training task stopped before it answered.
+    #[error("the training task stopped: {0}")]
+    TaskStopped(String),
+}
 
 /// Fewest successful runs a model is trained on.
 pub const MIN_TRAINING_ROWS: usize = 20;
@@ -89,7 +112,7 @@ fn fit_split(
     data: &Dataset,
     split: Split,
     spec: &TrainingSpec,
-) -> Result<(TrainedForest, Metrics)> {
+) -> std::result::Result<(TrainedForest, Metrics), TrainingError> {
     let (train_idx, test_idx) = split_indices(
         &data.started_at,
         split,
@@ -111,16 +134,14 @@ pub fn fit(
     version: &str,
     now: DateTime<Utc>,
     progress: &mut dyn FnMut(Stage),
-) -> Result<(Model, ModelMeta)> {
+) -> std::result::Result<(Model, ModelMeta), TrainingError> {
     let successes = window.iter().filter(|r| r.success).count();
     if successes < MIN_TRAINING_ROWS {
-        return Err(Error::Training(format!(
-            "too few successful runs to train: {successes} (need at least {MIN_TRAINING_ROWS}){}",
-            spec.pipeline
-                .as_ref()
-                .map(|p| format!(" for pipeline {p}"))
-                .unwrap_or_default()
-        )));
+        return Err(TrainingError::TooFewRuns {
+            successes,
+            needed: MIN_TRAINING_ROWS,
+            pipeline: spec.pipeline.clone(),
+        });
     }
     let encodings = Encodings::fit(window);
     let data = build_dataset(&encodings, warmup, window);
@@ -199,7 +220,7 @@ pub async fn train_and_save(
     }
     let (model, mut meta) = job
         .await
-        .map_err(|e| Error::Training(format!("training task failed: {e}")))??;
+        .map_err(|e| TrainingError::TaskStopped(e.to_string()))??;
     dir.save(&model, &mut meta)?;
     Ok((model, meta))
 }

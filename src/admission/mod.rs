@@ -4,6 +4,7 @@
 //! response always allows; the patch only adds or replaces; annotations record what changed and
 //! why; anything doubtful admits the pod unchanged with a warning (fail open).
 
+pub mod contract;
 pub mod patch;
 pub mod quantity;
 pub mod recognise;
@@ -16,26 +17,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::model::Model;
-use crate::optimizer::{exploration, Decision, Optimizer};
+use crate::optimizer::recommender::Recommender;
+use crate::optimizer::Decision;
 use crate::stats::PipelineStats;
 use patch::{annotation_ops, original, resource_ops};
 use quantity::{format_cpu, format_mem};
 
-/// Pod annotation that opts a pod out.
-pub const SKIP_ANNOTATION: &str = "inframind.io/skip";
-/// Pod annotation that asks for a dry run (annotate only).
-pub const DRY_RUN_ANNOTATION: &str = "inframind.io/dry-run";
-/// Annotation recording what InfraMind did (`applied`, `dry-run`, `unchanged`); its presence
-/// makes re-invocation a no-op.
-pub const DECISION_ANNOTATION: &str = "inframind.io/decision";
-
-/// The concurrency variables set by default.
-pub const DEFAULT_CONCURRENCY_ENV: &[&str] = &[
-    "MAKEFLAGS",
-    "CMAKE_BUILD_PARALLEL_LEVEL",
-    "CARGO_BUILD_JOBS",
-    "INFRAMIND_CONCURRENCY",
-];
+pub use contract::{
+    DECISION_ANNOTATION, DEFAULT_CONCURRENCY_ENV, DRY_RUN_ANNOTATION, SKIP_ANNOTATION,
+};
 
 /// `kind` of a request's object.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -154,11 +144,8 @@ pub struct Settings {
     pub concurrency_env: Vec<String>,
     /// Apply the default baseline to pipelines with no history (otherwise they are only annotated).
     pub cold_start_apply_defaults: bool,
-    /// The optimizer.
-    pub optimizer: Optimizer,
-    /// Shares exploit decisions within a minute (the webhook's hot path); `None` decides afresh
-    /// at the exact time every time.
-    pub decisions: Option<Arc<crate::optimizer::cache::DecisionCache>>,
+    /// Assembles decisions (the same way the API and the CLI do).
+    pub recommender: Recommender,
 }
 
 impl Default for Settings {
@@ -170,8 +157,7 @@ impl Default for Settings {
                 .map(|s| s.to_string())
                 .collect(),
             cold_start_apply_defaults: false,
-            optimizer: Optimizer::default(),
-            decisions: None,
+            recommender: Recommender::default(),
         }
     }
 }
@@ -209,16 +195,16 @@ pub fn decision_annotations(
     container: &str,
     original: &patch::Original,
 ) -> Vec<(String, String)> {
-    let a = |k: &str, v: String| (format!("inframind.io/{k}"), v);
+    let a = |k: &str, v: String| (k.to_string(), v);
     vec![
-        a("decision", what.to_string()),
-        a("pipeline", ctx.pipeline.clone()),
-        a("branch", ctx.branch.clone()),
-        a("image", ctx.image.clone()),
-        a("node-type", ctx.node.clone()),
-        a("container", container.to_string()),
+        a(contract::DECISION_ANNOTATION, what.to_string()),
+        a(contract::PIPELINE, ctx.pipeline.clone()),
+        a(contract::BRANCH, ctx.branch.clone()),
+        a(contract::IMAGE, ctx.image.clone()),
+        a(contract::NODE_TYPE, ctx.node.clone()),
+        a(contract::CONTAINER, container.to_string()),
         a(
-            "recommendation",
+            contract::RECOMMENDATION,
             format!(
                 "cpu={} memory={} concurrency={}",
                 format_cpu(d.config.cpu),
@@ -227,19 +213,19 @@ pub fn decision_annotations(
             ),
         ),
         a(
-            "model-version",
+            contract::MODEL_VERSION,
             d.model_version.clone().unwrap_or_else(|| "none".into()),
         ),
         a(
-            "predicted-duration-seconds",
+            contract::PREDICTED_DURATION,
             d.predicted_duration_s
                 .map_or_else(String::new, |p| format!("{p:.0}")),
         ),
-        a("confidence", format!("{:.2}", d.confidence)),
-        a("explored", d.explored.to_string()),
-        a("rationale", d.rationale.clone()),
+        a(contract::CONFIDENCE, format!("{:.2}", d.confidence)),
+        a(contract::EXPLORED, d.explored.to_string()),
+        a(contract::RATIONALE, d.rationale.clone()),
         a(
-            "original",
+            contract::ORIGINAL,
             serde_json::to_string(original).unwrap_or_default(),
         ),
     ]
@@ -286,20 +272,10 @@ pub fn admit(
         .unwrap_or("")
         .to_string();
     let stats = stats(&ctx.pipeline);
-    let seed = exploration::seed_from(uid);
-    let decision = match &settings.decisions {
-        Some(cache) => cache.decide(
-            &settings.optimizer,
-            &ctx,
-            stats.as_deref(),
-            model,
-            now,
-            seed,
-        ),
-        None => settings
-            .optimizer
-            .decide(&ctx, stats.as_deref(), model, now, seed),
-    };
+    let seed = Recommender::seed(uid);
+    let decision = settings
+        .recommender
+        .recommend(&ctx, stats.as_deref(), model, now, seed);
     let before = original(pod, i, &settings.concurrency_env);
 
     let no_history = stats.is_none() && decision.cold_start && !settings.cold_start_apply_defaults;
@@ -334,17 +310,14 @@ pub fn admit(
     let mut notes = decision_annotations(&decision, what, &ctx, &container, &before);
     if no_history {
         notes.push((
-            "inframind.io/reason".into(),
+            contract::REASON.into(),
             "no history for this pipeline yet: left as requested".into(),
         ));
     }
     ops.extend(annotation_ops(pod, &notes));
     ops.extend(patch::label_ops(
         pod,
-        &[(
-            crate::outcome::MANAGED_LABEL.to_string(),
-            "true".to_string(),
-        )],
+        &[(contract::MANAGED_LABEL.to_string(), "true".to_string())],
     ));
     Admission {
         response: AdmissionResponse {
@@ -366,15 +339,15 @@ pub fn reporter_env(ctx: &crate::BuildContext, container: &str) -> Vec<Value> {
     let resource = |name: &str, res: &str, divisor: &str| serde_json::json!({"name": name, "valueFrom": {"resourceFieldRef": {"containerName": container, "resource": res, "divisor": divisor}}});
     let literal = |name: &str, value: &str| serde_json::json!({"name": name, "value": value});
     vec![
-        field("INFRAMIND_POD_UID", "metadata.uid"),
-        field("INFRAMIND_POD_NAME", "metadata.name"),
-        field("INFRAMIND_POD_NAMESPACE", "metadata.namespace"),
-        literal("INFRAMIND_PIPELINE", &ctx.pipeline),
-        literal("INFRAMIND_BRANCH", &ctx.branch),
-        literal("INFRAMIND_IMAGE", &ctx.image),
-        literal("INFRAMIND_NODE_TYPE", &ctx.node),
-        resource("INFRAMIND_CPU_REQUEST_MILLI", "requests.cpu", "1m"),
-        resource("INFRAMIND_MEM_REQUEST_MIB", "requests.memory", "1Mi"),
+        field(contract::ENV_POD_UID, "metadata.uid"),
+        field(contract::ENV_POD_NAME, "metadata.name"),
+        field(contract::ENV_POD_NAMESPACE, "metadata.namespace"),
+        literal(contract::ENV_PIPELINE, &ctx.pipeline),
+        literal(contract::ENV_BRANCH, &ctx.branch),
+        literal(contract::ENV_IMAGE, &ctx.image),
+        literal(contract::ENV_NODE_TYPE, &ctx.node),
+        resource(contract::ENV_CPU_REQUEST_MILLI, "requests.cpu", "1m"),
+        resource(contract::ENV_MEM_REQUEST_MIB, "requests.memory", "1Mi"),
     ]
 }
 

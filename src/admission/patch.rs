@@ -10,11 +10,9 @@ use json_patch::{AddOperation, PatchOperation, ReplaceOperation};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+use super::contract::{concurrency_in_env, merge_makeflags, MAKEFLAGS};
 use super::quantity::{format_cpu, format_mem, parse_cpu, parse_mem_gb};
 use crate::BuildConfig;
-
-/// Environment variable whose value is merged (`-jN` replaces any job flag) rather than set.
-pub const MAKEFLAGS: &str = "MAKEFLAGS";
 
 /// The build container's resources and concurrency before InfraMind touched them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -39,46 +37,6 @@ fn map_at<'a>(v: &'a Value, key: &str) -> Option<&'a Map<String, Value>> {
     v.get(key).and_then(Value::as_object)
 }
 
-/// Concurrency from `-jN`/`--jobs=N` in MAKEFLAGS-style text.
-fn jobs_in_flags(flags: &str) -> Option<u32> {
-    let tokens: Vec<&str> = flags.split_whitespace().collect();
-    tokens.iter().enumerate().find_map(|(i, t)| {
-        let next = || tokens.get(i + 1).and_then(|n| n.parse().ok());
-        match *t {
-            "-j" | "--jobs" => next(),
-            _ => t
-                .strip_prefix("--jobs=")
-                .or_else(|| t.strip_prefix("-j"))
-                .and_then(|n| n.parse().ok()),
-        }
-    })
-}
-
-/// `flags` with every job-count flag replaced by `-j{jobs}`.
-pub fn merge_makeflags(flags: &str, jobs: u32) -> String {
-    let mut out: Vec<String> = Vec::new();
-    let mut tokens = flags.split_whitespace().peekable();
-    while let Some(t) = tokens.next() {
-        let is_jobs = t == "-j"
-            || t == "--jobs"
-            || t.starts_with("--jobs=")
-            || (t.starts_with("-j") && t[2..].chars().all(|c| c.is_ascii_digit()));
-        if is_jobs {
-            if (t == "-j" || t == "--jobs")
-                && tokens
-                    .peek()
-                    .is_some_and(|n| n.chars().all(|c| c.is_ascii_digit()))
-            {
-                tokens.next();
-            }
-            continue;
-        }
-        out.push(t.to_string());
-    }
-    out.push(format!("-j{jobs}"));
-    out.join(" ")
-}
-
 /// What the build container had before any change.
 pub fn original(pod: &Value, i: usize, concurrency_env: &[String]) -> Original {
     let c = container(pod, i);
@@ -88,17 +46,11 @@ pub fn original(pod: &Value, i: usize, concurrency_env: &[String]) -> Original {
         .and_then(Value::as_array)
         .map(|a| a.iter().collect())
         .unwrap_or_default();
-    let concurrency = concurrency_env.iter().find_map(|name| {
-        let value = env
-            .iter()
+    let concurrency = concurrency_in_env(concurrency_env, |name| {
+        env.iter()
             .find(|e| e.get("name").and_then(Value::as_str) == Some(name))?
             .get("value")?
-            .as_str()?;
-        if name == MAKEFLAGS {
-            jobs_in_flags(value)
-        } else {
-            value.trim().parse().ok()
-        }
+            .as_str()
     });
     Original {
         requests: map_at(res, "requests").cloned().unwrap_or_default(),
@@ -394,8 +346,14 @@ mod tests {
         );
         assert_eq!(merge_makeflags("-j 4 -s", 8), "-s -j8");
         assert_eq!(merge_makeflags("--jobs=3", 8), "-j8");
-        assert_eq!(jobs_in_flags("-k -j12"), Some(12));
-        assert_eq!(jobs_in_flags("--jobs 5"), Some(5));
+        assert_eq!(
+            super::super::contract::jobs_in_makeflags("-k -j12"),
+            Some(12)
+        );
+        assert_eq!(
+            super::super::contract::jobs_in_makeflags("--jobs 5"),
+            Some(5)
+        );
         let pod = json!({"spec": {"containers": [{"name": "b", "env": [
             {"name": "MAKEFLAGS", "value": "-k -j2"},
             {"name": "CMAKE_BUILD_PARALLEL_LEVEL", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}},

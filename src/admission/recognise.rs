@@ -13,10 +13,11 @@
 
 use serde_json::Value;
 
+use super::contract;
 use crate::BuildContext;
 
 /// Annotation naming the build container explicitly.
-pub const CONTAINER_ANNOTATION: &str = "inframind.io/container";
+pub const CONTAINER_ANNOTATION: &str = contract::CONTAINER;
 
 /// Containers that are never the build: service meshes, CI helpers and agents.
 pub const KNOWN_SIDECARS: &[&str] = &[
@@ -136,7 +137,7 @@ pub fn stable_name(name: &str) -> String {
 }
 
 fn pipeline(meta: &PodMeta<'_>) -> Option<String> {
-    if let Some(p) = meta.either("inframind.io/pipeline") {
+    if let Some(p) = meta.either(contract::PIPELINE) {
         return Some(p.to_string());
     }
     if let Some(p) = meta
@@ -213,7 +214,7 @@ fn pipeline(meta: &PodMeta<'_>) -> Option<String> {
 
 fn branch(meta: &PodMeta<'_>) -> Option<String> {
     let direct = meta
-        .either("inframind.io/branch")
+        .either(contract::BRANCH)
         .or_else(|| meta.annotation("job.runner.gitlab.com/ref"))
         .or_else(|| meta.either("buildkite.com/build-branch"))
         .or_else(|| meta.annotation("pipelinesascode.tekton.dev/branch"));
@@ -245,16 +246,16 @@ pub fn context(pod: &Value, container: usize) -> Option<BuildContext> {
     let meta = PodMeta::new(pod);
     let pipeline = pipeline(&meta)?;
     let image = meta
-        .either("inframind.io/image")
+        .either(contract::IMAGE)
         .map(str::to_string)
         .or_else(|| {
             pod.pointer(&format!("/spec/containers/{container}/image"))
                 .and_then(Value::as_str)
                 .map(str::to_string)
         })
-        .unwrap_or_else(|| crate::telemetry::run::UNKNOWN.to_string());
+        .unwrap_or_else(|| crate::record::UNKNOWN.to_string());
     let node = meta
-        .either("inframind.io/node-type")
+        .either(contract::NODE_TYPE)
         .or_else(|| {
             pod.pointer("/spec/nodeSelector/node.kubernetes.io~1instance-type")
                 .and_then(Value::as_str)
@@ -263,11 +264,11 @@ pub fn context(pod: &Value, container: usize) -> Option<BuildContext> {
             pod.pointer("/spec/nodeSelector/beta.kubernetes.io~1instance-type")
                 .and_then(Value::as_str)
         })
-        .unwrap_or(crate::telemetry::run::UNKNOWN)
+        .unwrap_or(crate::record::UNKNOWN)
         .to_string();
     Some(BuildContext {
         pipeline,
-        branch: branch(&meta).unwrap_or_else(|| crate::telemetry::run::UNKNOWN.to_string()),
+        branch: branch(&meta).unwrap_or_else(|| crate::record::UNKNOWN.to_string()),
         image,
         node,
     })

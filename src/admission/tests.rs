@@ -191,3 +191,52 @@ fn doubtful_pods_are_admitted_unchanged_with_a_warning() {
         Outcome::Error
     );
 }
+
+/// The pod after admission, as the outcome watcher later sees it: uid set, build container
+/// terminated.
+fn finished(pod: &Value) -> k8s_openapi::api::core::v1::Pod {
+    let mut p = pod.clone();
+    p["metadata"]["uid"] = json!("u-1");
+    p["status"] = json!({"phase": "Succeeded", "containerStatuses": [
+        {"name": "build", "ready": false, "restartCount": 0, "image": "rust:1.82", "imageID": "",
+         "state": {"terminated": {"exitCode": 0, "startedAt": "2026-11-27T10:00:05Z", "finishedAt": "2026-11-27T10:05:17Z"}}}]});
+    serde_json::from_value(p).unwrap()
+}
+
+#[test]
+fn the_watcher_reads_back_the_concurrency_admission_saw_or_wrote() {
+    for flags in ["-j4", "-j 4", "--jobs=4", "--jobs 4", "-k -j 4 V=1"] {
+        let mut pod = build_pod(json!({}));
+        pod["spec"]["containers"][0]["env"] = json!([{"name": "MAKEFLAGS", "value": flags}]);
+        for (dry_run, stats) in [
+            (true, Some(history())),
+            (false, None),
+            (false, Some(history())),
+        ] {
+            let settings = Settings {
+                dry_run,
+                ..Settings::default()
+            };
+            let a = run(&request("CREATE", "Pod", pod.clone()), &settings, stats);
+            let after = patched(&pod, &a);
+            let notes = &after["metadata"]["annotations"];
+            let written: patch::Original =
+                serde_json::from_str(notes[contract::ORIGINAL].as_str().unwrap()).unwrap();
+            assert_eq!(written.concurrency, Some(4), "{flags}: admission's reading");
+            let expected = if a.outcome == Outcome::Mutated {
+                a.decision.as_ref().unwrap().config.concurrency
+            } else {
+                4
+            };
+            let row = crate::outcome::run_from_pod(&finished(&after), None)
+                .expect("terminated")
+                .expect("a row");
+            assert_eq!(
+                row.concurrency, expected,
+                "{flags} ({:?}): the watcher must read what the pod runs with",
+                a.outcome
+            );
+            assert_eq!(row.pipeline, notes[contract::PIPELINE].as_str().unwrap());
+        }
+    }
+}

@@ -18,7 +18,7 @@ use super::job::JobTemplate;
 use super::metrics::Metrics;
 use super::status::Failure;
 use super::Error;
-use crate::cli::Global;
+use crate::config::Global;
 use crate::model::ModelDir;
 use crate::registry::Registry;
 use crate::telemetry::store::redact;

@@ -7,7 +7,6 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
@@ -589,19 +588,7 @@ impl TrainingJobSpec {
     }
 }
 
-/// A k8s `Time` from a chrono time (second precision, as the API stores it).
-pub fn k8s_time(t: DateTime<Utc>) -> Time {
-    Time(
-        k8s_openapi::jiff::Timestamp::from_second(t.timestamp())
-            .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
-    )
-}
-
-/// A chrono time from a k8s `Time`.
-pub fn chrono_time(t: &Time) -> DateTime<Utc> {
-    DateTime::from_timestamp(t.0.as_second(), t.0.subsec_nanosecond().max(0) as u32)
-        .unwrap_or_default()
-}
+pub use crate::kube_time::{chrono_time, k8s_time};
 
 /// `Some(x)` when `x` is finite: JSON has no NaN, and the API would store `null`.
 pub fn finite(x: f64) -> Option<f64> {
@@ -611,6 +598,7 @@ pub fn finite(x: f64) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::Utc;
     use kube::CustomResourceExt;
 
     #[test]

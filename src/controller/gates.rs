@@ -18,7 +18,7 @@ use super::crd::{finite, GateResult, Gates};
 use crate::evaluation::{mae, split_indices, Split};
 use crate::features::build_dataset;
 use crate::model::{Model, ModelMeta};
-use crate::telemetry::RunRecord;
+use crate::record::RunRecord;
 
 /// Gate names as they appear in the status.
 pub const MAX_MAE: &str = "maxMaeSeconds";

@@ -1,34 +1,28 @@
 //! Plain-HTTP endpoints every controller replica serves, leader or not: `/healthz` (the process
 //! is alive), `/readyz` (it has a Kubernetes client and is electing) and `/metrics`.
 
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use warp::http::StatusCode;
-use warp::Filter;
+use warp::{Filter, Reply};
 
 use super::metrics::Metrics;
 
-/// Serves the endpoints on `listener` until `shutdown` completes.
-pub async fn serve(
+/// Serves the endpoints on `listener` in the background, through the one serving module.
+pub fn spawn(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) {
-    warp::serve(routes(metrics, ready))
-        .incoming(listener)
-        .graceful(shutdown)
-        .run()
-        .await;
+) -> crate::serving::Server {
+    crate::serving::serve_on(listener, None, routes(metrics, ready))
 }
 
 fn routes(
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
-) -> impl Filter<Extract = (warp::http::Response<String>,), Error = warp::Rejection>
+) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible>
        + Clone
        + Send
        + Sync
@@ -51,7 +45,15 @@ fn routes(
         );
         response
     });
-    warp::get().and(healthz.or(readyz).unify().or(metrics_route).unify())
+    warp::get()
+        .and(healthz.or(readyz).unify().or(metrics_route).unify())
+        .map(|r: warp::http::Response<String>| r.into_response())
+        .recover(|_: warp::Rejection| async {
+            Ok::<_, std::convert::Infallible>(
+                text(StatusCode::NOT_FOUND, "not found\n".into()).into_response(),
+            )
+        })
+        .unify()
 }
 
 fn text(status: StatusCode, body: String) -> warp::http::Response<String> {
@@ -84,10 +86,7 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         metrics.leader.set(1);
         let ready = Arc::new(AtomicBool::new(false));
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, metrics.clone(), ready.clone(), async {
-            let _ = stopped.await;
-        }));
+        let server = spawn(listener, metrics.clone(), ready.clone());
         assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200"));
         assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 503"));
         ready.store(true, Ordering::Relaxed);
@@ -95,7 +94,10 @@ mod tests {
         let m = get(addr, "/metrics").await;
         assert!(m.contains("inframind_controller_leader 1"), "{m}");
         assert!(get(addr, "/nope").await.starts_with("HTTP/1.1 404"));
-        stop.send(()).unwrap();
-        server.await.unwrap();
+        server.shutdown(std::time::Duration::from_secs(1)).await;
+        assert!(
+            tokio::net::TcpStream::connect(addr).await.is_err(),
+            "stopped accepting"
+        );
     }
 }

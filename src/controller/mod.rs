@@ -33,7 +33,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::{Client, CustomResourceExt, ResourceExt};
 
-use crate::cli::Global;
+use crate::config::Global;
 pub use context::{Context, Settings, FIELD_MANAGER};
 pub use crd::{Phase, TrainingJob, TrainingJobSpec, TrainingJobStatus};
 pub use reconciler::{error_policy, reconcile, Error};
@@ -118,15 +118,7 @@ pub async fn run(global: &Global, args: ControllerArgs) -> anyhow::Result<()> {
             )
         })?;
     let listen = listener.local_addr().unwrap_or(args.http_listen);
-    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let http = tokio::spawn(http::serve(
-        listener,
-        metrics.clone(),
-        ready.clone(),
-        async {
-            let _ = http_stopped.await;
-        },
-    ));
+    let http = http::spawn(listener, metrics.clone(), ready.clone());
     tracing::info!(%listen, "serving /healthz, /readyz and /metrics");
     let client = Client::try_default()
         .await
@@ -152,8 +144,10 @@ pub async fn run(global: &Global, args: ControllerArgs) -> anyhow::Result<()> {
     )
     .await;
     ready.store(false, Ordering::Relaxed);
-    let _ = stop_http.send(());
-    let _ = http.await;
+    http.shutdown(std::time::Duration::from_secs(
+        crate::serving::DEFAULT_GRACE_SECONDS,
+    ))
+    .await;
     result
 }
 

@@ -20,7 +20,8 @@ use kube::Client;
 
 use super::context::Context;
 use crate::outcome::{run_from_pod, MANAGED_LABEL};
-use crate::telemetry::{RunRecord, Store};
+use crate::record::RunRecord;
+use crate::telemetry::Store;
 
 /// Node label holding the instance type.
 const INSTANCE_TYPE: &str = "node.kubernetes.io/instance-type";

@@ -13,7 +13,7 @@ use super::status::{run_metrics, Failure, Outcome, Promotion};
 use super::triggers::{self, Observation};
 use crate::error::Error as CrateError;
 use crate::registry::Registry;
-use crate::training::{fit, load_training_data};
+use crate::training::{fit, load_training_data, TrainingError};
 
 fn store_failure(e: CrateError) -> Failure {
     Failure::StoreUnavailable(e.to_string())
@@ -59,12 +59,12 @@ pub async fn execute(ctx: &Context, spec: &TrainingJobSpec) -> Result<Outcome, F
                 job_spec.params.seed,
             )
         });
-        Ok::<_, CrateError>((model, meta, comparison))
+        Ok::<_, TrainingError>((model, meta, comparison))
     })
     .await
     .map_err(|e| Failure::TrainingFailed(format!("the training task stopped: {e}")))?;
     let (model, mut meta, comparison) = fitted.map_err(|e| match e {
-        CrateError::Training(m) if m.contains("too few") => Failure::InsufficientData(m),
+        e @ TrainingError::TooFewRuns { .. } => Failure::InsufficientData(e.to_string()),
         other => Failure::TrainingFailed(other.to_string()),
     })?;
     let verdicts = gates::evaluate(

@@ -23,7 +23,7 @@ use super::crd::Triggers;
 use crate::evaluation::mae;
 use crate::features::build_dataset;
 use crate::model::{Model, ModelMeta};
-use crate::telemetry::RunRecord;
+use crate::record::RunRecord;
 
 /// Fewest recent rows drift is measured on.
 pub const MIN_DRIFT_ROWS: usize = 20;

@@ -16,6 +16,7 @@ pub mod candidates;
 pub mod exploration;
 pub mod guards;
 pub mod objective;
+pub mod recommender;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

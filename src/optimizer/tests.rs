@@ -6,8 +6,8 @@ use proptest::prelude::*;
 use super::*;
 use crate::features::Encodings;
 use crate::forest::{train, ForestParams};
+use crate::record::RunRecord;
 use crate::stats::OomEvent;
-use crate::telemetry::RunRecord;
 
 fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap()

@@ -143,7 +143,7 @@ impl Registry {
                 Some(v) => r.fetch_verified(&v).await.map(Some),
                 None => Ok(None),
             },
-            None => self.dir.active(),
+            None => Ok(self.dir.active()?),
         }
     }
 

@@ -18,6 +18,7 @@ pub mod container_age;
 pub mod pod;
 pub mod row;
 
+use crate::admission::contract;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -56,34 +57,34 @@ pub struct ReportArgs {
     pub timeout_seconds: Option<String>,
 
     /// The pod's uid (downward API metadata.uid); the run is recorded as `pod-<uid>`.
-    #[arg(long, env = "INFRAMIND_POD_UID", value_name = "UID", num_args = 0..=1, default_missing_value = "")]
+    #[arg(long, env = contract::ENV_POD_UID, value_name = "UID", num_args = 0..=1, default_missing_value = "")]
     pub pod_uid: Option<String>,
     /// The pod's name (for messages).
-    #[arg(long, env = "INFRAMIND_POD_NAME", value_name = "NAME", num_args = 0..=1, default_missing_value = "")]
+    #[arg(long, env = contract::ENV_POD_NAME, value_name = "NAME", num_args = 0..=1, default_missing_value = "")]
     pub pod_name: Option<String>,
     /// The pod's namespace (for messages).
-    #[arg(long, env = "INFRAMIND_POD_NAMESPACE", value_name = "NAMESPACE", num_args = 0..=1, default_missing_value = "")]
+    #[arg(long, env = contract::ENV_POD_NAMESPACE, value_name = "NAMESPACE", num_args = 0..=1, default_missing_value = "")]
     pub pod_namespace: Option<String>,
     /// The pipeline.
-    #[arg(long, env = "INFRAMIND_PIPELINE", value_name = "NAME", num_args = 0..=1, default_missing_value = "")]
+    #[arg(long, env = contract::ENV_PIPELINE, value_name = "NAME", num_args = 0..=1, default_missing_value = "")]
     pub pipeline: Option<String>,
     /// The branch (the API assumes `main` without it).
-    #[arg(long, env = "INFRAMIND_BRANCH", value_name = "NAME", num_args = 0..=1, default_missing_value = "")]
+    #[arg(long, env = contract::ENV_BRANCH, value_name = "NAME", num_args = 0..=1, default_missing_value = "")]
     pub branch: Option<String>,
     /// The build image.
-    #[arg(long, env = "INFRAMIND_IMAGE", value_name = "IMAGE", num_args = 0..=1, default_missing_value = "")]
+    #[arg(long, env = contract::ENV_IMAGE, value_name = "IMAGE", num_args = 0..=1, default_missing_value = "")]
     pub image: Option<String>,
     /// The node type.
-    #[arg(long, env = "INFRAMIND_NODE_TYPE", value_name = "TYPE", num_args = 0..=1, default_missing_value = "")]
+    #[arg(long, env = contract::ENV_NODE_TYPE, value_name = "TYPE", num_args = 0..=1, default_missing_value = "")]
     pub node_type: Option<String>,
     /// The container's CPU request in millicores (downward API requests.cpu, divisor 1m).
-    #[arg(long, env = "INFRAMIND_CPU_REQUEST_MILLI", value_name = "MILLICORES", num_args = 0..=1, default_missing_value = "", allow_negative_numbers = true)]
+    #[arg(long, env = contract::ENV_CPU_REQUEST_MILLI, value_name = "MILLICORES", num_args = 0..=1, default_missing_value = "", allow_negative_numbers = true)]
     pub cpu_request_milli: Option<String>,
     /// The container's memory request in MiB (downward API requests.memory, divisor 1Mi).
-    #[arg(long, env = "INFRAMIND_MEM_REQUEST_MIB", value_name = "MIB", num_args = 0..=1, default_missing_value = "", allow_negative_numbers = true)]
+    #[arg(long, env = contract::ENV_MEM_REQUEST_MIB, value_name = "MIB", num_args = 0..=1, default_missing_value = "", allow_negative_numbers = true)]
     pub mem_request_mib: Option<String>,
     /// The build tool's job count.
-    #[arg(long, env = "INFRAMIND_CONCURRENCY", value_name = "JOBS", num_args = 0..=1, default_missing_value = "", allow_negative_numbers = true)]
+    #[arg(long, env = contract::ENV_CONCURRENCY, value_name = "JOBS", num_args = 0..=1, default_missing_value = "", allow_negative_numbers = true)]
     pub concurrency: Option<String>,
 
     /// Mount point of the cgroup filesystem, v2 if it has cgroup.controllers, else v1 [default: /sys/fs/cgroup].
@@ -126,8 +127,17 @@ fn path_or(value: &Option<String>, default: &str) -> PathBuf {
 }
 
 /// Reports one run; never fails the build unless `--strict`.
-pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
+pub async fn run(mut args: ReportArgs) -> anyhow::Result<()> {
     let strict = args.strict;
+    if args.concurrency.is_none() {
+        // A pod the webhook did not change has no INFRAMIND_CONCURRENCY: read what the build
+        // tool reads, by the same rule the webhook and the outcome watcher use.
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        args.concurrency = contract::concurrency_in_env(contract::DEFAULT_CONCURRENCY_ENV, |n| {
+            env.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str())
+        })
+        .map(|n| n.to_string());
+    }
     // A panic anywhere below is one more error, not a failed build.
     let result = match tokio::spawn(report(args)).await {
         Ok(result) => result,
@@ -161,28 +171,32 @@ fn input<'a>(flag: &'static str, env: &'static str, value: &'a Option<String>) -
 impl ReportArgs {
     fn identity_inputs(&self) -> Inputs<'_> {
         Inputs {
-            uid: input("--pod-uid", "INFRAMIND_POD_UID", &self.pod_uid),
-            name: input("--pod-name", "INFRAMIND_POD_NAME", &self.pod_name),
+            uid: input("--pod-uid", contract::ENV_POD_UID, &self.pod_uid),
+            name: input("--pod-name", contract::ENV_POD_NAME, &self.pod_name),
             namespace: input(
                 "--pod-namespace",
-                "INFRAMIND_POD_NAMESPACE",
+                contract::ENV_POD_NAMESPACE,
                 &self.pod_namespace,
             ),
-            pipeline: input("--pipeline", "INFRAMIND_PIPELINE", &self.pipeline),
-            branch: input("--branch", "INFRAMIND_BRANCH", &self.branch),
-            image: input("--image", "INFRAMIND_IMAGE", &self.image),
-            node_type: input("--node-type", "INFRAMIND_NODE_TYPE", &self.node_type),
+            pipeline: input("--pipeline", contract::ENV_PIPELINE, &self.pipeline),
+            branch: input("--branch", contract::ENV_BRANCH, &self.branch),
+            image: input("--image", contract::ENV_IMAGE, &self.image),
+            node_type: input("--node-type", contract::ENV_NODE_TYPE, &self.node_type),
             cpu_request_milli: input(
                 "--cpu-request-milli",
-                "INFRAMIND_CPU_REQUEST_MILLI",
+                contract::ENV_CPU_REQUEST_MILLI,
                 &self.cpu_request_milli,
             ),
             mem_request_mib: input(
                 "--mem-request-mib",
-                "INFRAMIND_MEM_REQUEST_MIB",
+                contract::ENV_MEM_REQUEST_MIB,
                 &self.mem_request_mib,
             ),
-            concurrency: input("--concurrency", "INFRAMIND_CONCURRENCY", &self.concurrency),
+            concurrency: input(
+                "--concurrency",
+                contract::ENV_CONCURRENCY,
+                &self.concurrency,
+            ),
         }
     }
 }
@@ -297,16 +311,12 @@ async fn report(args: ReportArgs) -> anyhow::Result<()> {
             let token = given(&args.token_file)
                 .map(|f| read_token(Path::new(f)))
                 .transpose()?;
-            let tls = if endpoint.https {
+            let tls = if endpoint.https() {
                 Some(tls_roots(given(&args.ca_file).map(Path::new))?)
             } else {
                 None
             };
-            Some(api::Poster {
-                endpoint,
-                tls,
-                token,
-            })
+            Some(api::Poster::new(endpoint, tls, token))
         }
     };
 
@@ -352,7 +362,7 @@ async fn report(args: ReportArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&row)?);
     }
     // Judged exactly as the API will, so a bad local value is named here.
-    crate::telemetry::validate_row(&row, now).map_err(|e| {
+    crate::record::validate_row(&row, now).map_err(|e| {
         anyhow!(
             "the run row for {who} is invalid: {e} (check {})",
             source_of(&e.field)

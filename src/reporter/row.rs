@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use super::cgroup::CgroupUsage;
 use super::pod::PodIdentity;
-use crate::telemetry::RawRow;
+use crate::record::RawRow;
 
 const BYTES_PER_GIB: f64 = (1u64 << 30) as f64;
 
@@ -134,7 +134,7 @@ mod tests {
         });
         assert_eq!(serde_json::to_value(&row).unwrap(), expected);
         // What the API will make of it.
-        let rec = crate::telemetry::validate_row(&row, now).unwrap();
+        let rec = crate::record::validate_row(&row, now).unwrap();
         assert_eq!(rec.image, "unknown");
         assert_eq!(rec.concurrency, 6);
         assert!(!rec.success);
@@ -151,7 +151,7 @@ mod tests {
         };
         let row = build(&pod(), &CgroupUsage::default(), &outcome, now);
         assert!(!row.contains_key("avg_step_duration_s"));
-        let e = crate::telemetry::validate_row(&row, now).unwrap_err();
+        let e = crate::record::validate_row(&row, now).unwrap_err();
         assert_eq!(e.field, "num_steps");
     }
 }

@@ -7,9 +7,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::run::{unknown_fields, validate_row, RawRow};
 use super::store::Store;
 use crate::error::{Error, Result};
+use crate::record::{unknown_fields, validate_row, RawRow};
 
 /// One rejected input row: where it was and which field was wrong.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -1,9 +1,8 @@
-//! Build telemetry: the run record, its validation, ingestion from files, and the store.
+//! Build telemetry at the edge: ingestion from files and the store (PostgreSQL or SQLite).
+//! The run record itself and its validation are pure and live in [`crate::record`].
 
 pub mod ingest;
-pub mod run;
 pub mod store;
 
 pub use ingest::{ingest_rows, read_rows, IngestReport, Rejection};
-pub use run::{validate_row, FieldError, RawRow, RunRecord};
 pub use store::{InsertOutcome, Store};

@@ -7,8 +7,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
-use super::run::RunRecord;
 use crate::error::{Error, Result};
+use crate::record::RunRecord;
 
 /// Columns in insert/select order.
 const COLUMNS: &str = "run_id, pipeline, branch, image, node, cpu_req, mem_req_gb, concurrency, \

@@ -7,7 +7,6 @@ pub mod ca;
 pub mod metrics;
 pub mod server;
 pub mod stats_cache;
-pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,12 +17,13 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 use crate::admission::{Settings, DEFAULT_CONCURRENCY_ENV};
-use crate::cli::{Global, OptimizerArgs};
+use crate::config::{DrainSettings, Global, OptimizerSettings};
+use crate::optimizer::recommender::Recommender;
 use crate::optimizer::Optimizer;
 use crate::registry::{live, LiveModel, WatchConfig};
+use crate::serving::tls::{self, CertStore};
 pub use server::AppState;
 use stats_cache::StatsCache;
-use tls::CertStore;
 
 /// `inframind webhook` arguments.
 #[derive(Debug, clap::Args)]
@@ -84,7 +84,10 @@ pub struct WebhookArgs {
     pub max_body_bytes: u64,
     /// Optimizer settings.
     #[command(flatten)]
-    pub optimizer: OptimizerArgs,
+    pub optimizer: OptimizerSettings,
+    /// Shutdown drain.
+    #[command(flatten)]
+    pub drain: DrainSettings,
 }
 
 /// The certificate store for the arguments: files (watched) or self-signed (published).
@@ -128,8 +131,8 @@ pub fn settings(args: &WebhookArgs) -> anyhow::Result<Settings> {
             .filter(|s| !s.is_empty())
             .collect(),
         cold_start_apply_defaults: args.cold_start_apply_defaults,
-        optimizer: Optimizer::new(args.optimizer.config()?),
-        decisions: Some(Arc::new(crate::optimizer::cache::DecisionCache::new())),
+        recommender: Recommender::new(Optimizer::new(args.optimizer.config()?))
+            .with_cache(Arc::new(crate::optimizer::cache::DecisionCache::new())),
     })
 }
 
@@ -148,8 +151,8 @@ pub async fn run(global: &Global, args: WebhookArgs) -> anyhow::Result<()> {
         certs,
     });
     // Serve probes at once; readiness follows the model.
-    let (addr, server) = server::spawn(args.listen, state.clone()).await?;
-    tracing::info!(%addr, "webhook serving HTTPS");
+    let server = server::spawn(args.listen, state.clone()).await?;
+    tracing::info!(addr = %server.addr(), "webhook serving HTTPS");
     let watch = WatchConfig {
         dir: global.model_dir()?,
         redis_url: global.redis_url.clone(),
@@ -165,8 +168,8 @@ pub async fn run(global: &Global, args: WebhookArgs) -> anyhow::Result<()> {
     );
     state.ready.store(true, Ordering::Release);
     tracing::info!(model = ?live.version(), "webhook ready");
-    crate::serving::shutdown_signal().await;
-    tracing::info!("shutting down");
-    server.abort();
+    server
+        .run_until_signal(&state.ready, args.drain.drain())
+        .await;
     Ok(())
 }

@@ -10,16 +10,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes};
-use futures::StreamExt;
+use bytes::Bytes;
 use warp::http::StatusCode;
 use warp::{Filter, Reply};
 
 use super::metrics::Metrics;
 use super::stats_cache::StatsCache;
-use super::tls::CertStore;
 use crate::admission::{admit, envelope, AdmissionResponse, AdmissionReview, Outcome, Settings};
 use crate::registry::LiveModel;
+use crate::serving::body::{json_error, read_capped};
+use crate::serving::tls::CertStore;
 
 /// Default cap on an AdmissionReview body (a Pod is at most ~1.5 MiB in etcd).
 pub const DEFAULT_MAX_BODY: u64 = 3 * 1024 * 1024;
@@ -43,45 +43,6 @@ pub struct AppState {
     pub max_body: u64,
     /// The serving certificate.
     pub certs: Arc<CertStore>,
-}
-
-fn json_error(status: StatusCode, reason: &str) -> warp::reply::Response {
-    warp::Reply::into_response(warp::reply::with_status(
-        warp::reply::json(&serde_json::json!({"error": reason})),
-        status,
-    ))
-}
-
-/// Reads the body up to `cap` bytes; `Err(413)` past it.
-pub(crate) async fn read_capped(
-    declared: Option<u64>,
-    mut body: impl futures::Stream<Item = Result<impl Buf, warp::Error>> + Unpin,
-    cap: u64,
-) -> Result<Bytes, warp::reply::Response> {
-    let too_big = || {
-        json_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("body larger than {cap} bytes"),
-        )
-    };
-    if declared.is_some_and(|n| n > cap) {
-        return Err(too_big());
-    }
-    let mut out = Vec::with_capacity(declared.unwrap_or(16 * 1024).min(cap) as usize);
-    while let Some(chunk) = body.next().await {
-        let mut chunk = chunk
-            .map_err(|e| json_error(StatusCode::BAD_REQUEST, &format!("reading the body: {e}")))?;
-        if out.len() as u64 + chunk.remaining() as u64 > cap {
-            return Err(too_big());
-        }
-        while chunk.has_remaining() {
-            let part = chunk.chunk();
-            out.extend_from_slice(part);
-            let n = part.len();
-            chunk.advance(n);
-        }
-    }
-    Ok(Bytes::from(out))
 }
 
 /// Answers one AdmissionReview body.
@@ -228,7 +189,7 @@ pub fn routes(
 pub async fn spawn(
     addr: SocketAddr,
     state: Arc<AppState>,
-) -> crate::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+) -> crate::Result<crate::serving::Server> {
     let tls = state.certs.server_config()?;
     crate::serving::spawn(addr, Some(tls), routes(state)).await
 }

@@ -60,7 +60,7 @@ SKIPPED_KINDS = {
 # The binary's environment contract.
 COMMON_ENV = ["INFRAMIND_DATABASE_URL", "INFRAMIND_REDIS_URL", "INFRAMIND_MODELS_DIR", "INFRAMIND_LOG",
               "INFRAMIND_LOG_FORMAT"]
-# The optimizer's settings (OptimizerArgs): the webhook's and the API's (POST /v1/recommendations).
+# The optimizer's settings (config::OptimizerSettings): the webhook's and the API's (POST /v1/recommendations).
 OPTIMIZER_ENV = ["INFRAMIND_OBJECTIVE", "INFRAMIND_EXPLORATION_RATE", "INFRAMIND_MIN_CPU", "INFRAMIND_MAX_CPU",
                  "INFRAMIND_MIN_MEM_GB", "INFRAMIND_MAX_MEM_GB", "INFRAMIND_MIN_CONCURRENCY",
                  "INFRAMIND_MAX_CONCURRENCY", "INFRAMIND_CPU_PRICE_PER_HOUR", "INFRAMIND_MEM_PRICE_PER_GB_HOUR"]

@@ -4,17 +4,17 @@
 use std::sync::Arc;
 
 use inframind::api::{self, ApiState, TokenFile, Training};
-use inframind::client::Connection;
+use inframind::optimizer::recommender::Recommender;
 use inframind::optimizer::{Optimizer, OptimizerConfig};
 use inframind::registry::LiveModel;
 use serde_json::{json, Value};
 
-use crate::harness::{pg_addr, pg_schema_url, with_host, TcpProxy};
+use crate::harness::{pg_addr, pg_schema_url, with_host, Site, TcpProxy};
 
 struct TestApi {
     addr: std::net::SocketAddr,
     _dir: tempfile::TempDir,
-    _server: tokio::task::JoinHandle<()>,
+    _server: inframind::serving::Server,
 }
 
 const INGEST: &str = "ingest-secret-token";
@@ -24,30 +24,31 @@ async fn start(database_url: &str) -> TestApi {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("ingest"), format!("{INGEST}\n")).unwrap();
     std::fs::write(dir.path().join("admin"), ADMIN).unwrap();
-    let global = inframind::cli::Global {
+    let global = inframind::config::Global {
         database_url: database_url.to_string(),
         models_dir: dir.path().join("models"),
         redis_url: None,
         redis_prefix: "im".into(),
         model_signing_key_file: None,
         model_public_key_file: None,
-        log_format: inframind::cli::LogFormat::Text,
+        log_format: inframind::config::LogFormat::Text,
     };
     let state = Arc::new(ApiState::new(
         database_url.to_string(),
         TokenFile::open(dir.path().join("ingest")).unwrap(),
         Some(TokenFile::open(dir.path().join("admin")).unwrap()),
         Arc::new(LiveModel::new()),
-        Optimizer::new(OptimizerConfig {
+        Recommender::new(Optimizer::new(OptimizerConfig {
             exploration_rate: 0.0,
             ..Default::default()
-        }),
+        })),
         1024 * 1024,
         Training::InProcess(Box::new(api::in_process_training(&global).unwrap())),
     ));
-    let (addr, server) = api::spawn("127.0.0.1:0".parse().unwrap(), None, state)
+    let server = api::spawn("127.0.0.1:0".parse().unwrap(), None, state)
         .await
         .unwrap();
+    let addr = server.addr();
     TestApi {
         addr,
         _dir: dir,
@@ -66,9 +67,7 @@ impl TestApi {
         let auth = token.map(|t| format!("Bearer {t}"));
         let headers: Vec<(&str, &str)> =
             auth.iter().map(|a| ("authorization", a.as_str())).collect();
-        let (status, bytes) = Connection::plain(self.addr)
-            .await
-            .unwrap()
+        let (status, bytes) = Site::plain(self.addr)
             .send(method, path, &headers, body)
             .await
             .unwrap();
@@ -218,7 +217,7 @@ async fn admin_train_runs_in_process_without_kubernetes() {
     let api = start(&pg_schema_url().await).await;
     let runs: Vec<Value> = inframind::simulate::demo_runs(500, chrono::Utc::now(), 31)
         .iter()
-        .map(|r| serde_json::to_value(inframind::telemetry::run::to_raw_row(r)).unwrap())
+        .map(|r| serde_json::to_value(inframind::record::to_raw_row(r)).unwrap())
         .collect();
     let (_, report) = api
         .call(
@@ -271,7 +270,7 @@ async fn a_database_outage_is_503_with_retry_after_and_loses_nothing_acknowledge
     assert_eq!((status, r["accepted"].as_u64()), (200, Some(1)));
 
     proxy.cut();
-    let mut conn = Connection::plain(api.addr).await.unwrap();
+    let conn = Site::plain(api.addr);
     let auth = format!("Bearer {INGEST}");
     let (status, body) = conn
         .send(

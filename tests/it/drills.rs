@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use inframind::client::{tls_config, Connection};
+use inframind::client::{tls_config, Client};
 use inframind::model::ModelDir;
 use inframind::registry::Registry;
 use inframind::telemetry::Store;
@@ -131,12 +131,16 @@ async fn admissions_never_fail_while_redis_and_postgres_are_killed_and_restarted
             "1".into(),
         ],
     );
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let base = format!("https://localhost:{port}");
     let tls = tls_config(&certs.ca_cert).unwrap();
+    let probe = Client::with_tls(tls.clone());
     let start = Instant::now();
     loop {
-        if let Ok(mut c) = Connection::tls(addr, "localhost", tls.clone()).await {
-            if let Ok((200, _)) = c.send("GET", "/readyz", &[], vec![]).await {
+        if let Ok(r) = probe
+            .request("GET", &format!("{base}/readyz"), &[], Vec::new())
+            .await
+        {
+            if r.status == 200 {
                 break;
             }
         }
@@ -153,15 +157,19 @@ async fn admissions_never_fail_while_redis_and_postgres_are_killed_and_restarted
     let tally = Arc::new(Tally::default());
     let mut clients = Vec::new();
     for k in 0..4u64 {
-        let (stop, tally, tls, version) = (
+        let (stop, tally, version, url) = (
             stop.clone(),
             tally.clone(),
-            tls.clone(),
             meta.version.clone(),
+            format!("{base}/mutate"),
         );
+        // One client (one keep-alive connection) per simulated API server connection.
+        let client = Client::builder()
+            .tls(tls.clone())
+            .timeout(Duration::from_secs(10))
+            .build();
         clients.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
-            let mut conn: Option<Connection> = None;
             let mut i = k * 1_000_000;
             while !stop.load(Ordering::Relaxed) {
                 i += 1;
@@ -173,19 +181,12 @@ async fn admissions_never_fail_while_redis_and_postgres_are_killed_and_restarted
                 ))
                 .unwrap();
                 let t = Instant::now();
-                if conn.is_none() {
-                    conn = Connection::tls(addr, "localhost", tls.clone()).await.ok();
-                }
                 tally.sent.fetch_add(1, Ordering::Relaxed);
-                let Some(c) = conn.as_mut() else {
-                    tally.failed.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                };
-                match c.send("POST", "/mutate", &[], body).await {
-                    Ok((200, bytes)) => {
+                match client.request("POST", &url, &[], body).await {
+                    Ok(r) if r.status == 200 => {
                         latencies.push(t.elapsed());
                         let v: serde_json::Value =
-                            serde_json::from_slice(&bytes).unwrap_or_default();
+                            serde_json::from_slice(&r.body).unwrap_or_default();
                         if v["response"]["allowed"] != true {
                             tally.failed.fetch_add(1, Ordering::Relaxed);
                         }
@@ -199,7 +200,6 @@ async fn admissions_never_fail_while_redis_and_postgres_are_killed_and_restarted
                     }
                     _ => {
                         tally.failed.fetch_add(1, Ordering::Relaxed);
-                        conn = None;
                     }
                 }
             }
@@ -273,11 +273,15 @@ async fn stopping_postgres_mid_ingest_loses_and_duplicates_no_row() {
             dir.path().join("ingest").display().to_string(),
         ],
     );
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let probe = Client::plain();
     let start = Instant::now();
     loop {
-        if let Ok(mut c) = Connection::plain(addr).await {
-            if let Ok((200, _)) = c.send("GET", "/healthz", &[], vec![]).await {
+        if let Ok(r) = probe
+            .request("GET", &format!("{base}/healthz"), &[], Vec::new())
+            .await
+        {
+            if r.status == 200 {
                 break;
             }
         }
@@ -310,8 +314,9 @@ async fn stopping_postgres_mid_ingest_loses_and_duplicates_no_row() {
             cut.clone(),
             duplicates.clone(),
         );
+        let url = format!("{base}/v1/runs");
+        let client = Client::builder().timeout(Duration::from_secs(30)).build();
         reporters.push(tokio::spawn(async move {
-            let mut conn: Option<Connection> = None;
             loop {
                 let Some(run) = queue.lock().unwrap().pop() else {
                     return;
@@ -324,21 +329,15 @@ async fn stopping_postgres_mid_ingest_loses_and_duplicates_no_row() {
                         "run {} never acknowledged",
                         run.run_id
                     );
-                    if conn.is_none() {
-                        conn = Connection::plain(addr).await.ok();
-                    }
-                    let result = match conn.as_mut() {
-                        Some(c) => {
-                            c.send(
-                                "POST",
-                                "/v1/runs",
-                                &[("authorization", "Bearer drill-ingest-token")],
-                                body.clone(),
-                            )
-                            .await
-                        }
-                        None => Err(inframind::error::Error::Input("no connection".into())),
-                    };
+                    let result = client
+                        .request(
+                            "POST",
+                            &url,
+                            &[("authorization", "Bearer drill-ingest-token")],
+                            body.clone(),
+                        )
+                        .await
+                        .map(|r| (r.status.as_u16(), r.body));
                     match result {
                         Ok((200, bytes)) => {
                             let report: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
@@ -358,7 +357,6 @@ async fn stopping_postgres_mid_ingest_loses_and_duplicates_no_row() {
                         ),
                         Err(_) => {
                             cut.fetch_add(1, Ordering::Relaxed);
-                            conn = None;
                         }
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -16,6 +16,7 @@ use inframind::admission::Settings;
 use inframind::controller::crd::TrainingJobSpec;
 use inframind::controller::outcomes::Recorder;
 use inframind::model::ModelDir;
+use inframind::optimizer::recommender::Recommender;
 use inframind::optimizer::{Optimizer, OptimizerConfig};
 use inframind::registry::{live, LiveModel, WatchConfig};
 use inframind::simulate::{default_profiles, Simulator};
@@ -120,10 +121,10 @@ async fn admitted_builds_are_recorded_retrained_on_and_the_next_admission_uses_t
     live::bootstrap(&live_model, &watch).await;
     let watcher = live::spawn(live_model.clone(), watch);
     let settings = Settings {
-        optimizer: Optimizer::new(OptimizerConfig {
+        recommender: Recommender::new(Optimizer::new(OptimizerConfig {
             exploration_rate: 0.1,
             ..Default::default()
-        }),
+        })),
         cold_start_apply_defaults: true,
         ..Settings::default()
     };
@@ -181,14 +182,14 @@ async fn admitted_builds_are_recorded_retrained_on_and_the_next_admission_uses_t
     assert_eq!(store.count_runs().await.unwrap(), admitted as u64);
 
     // A TrainingJob retrains on them (the controller's training path) and promotes.
-    let global = inframind::cli::Global {
+    let global = inframind::config::Global {
         database_url: db.clone(),
         models_dir: dir.path().join("controller"),
         redis_url: Some(redis_url()),
         redis_prefix: prefix.clone(),
         model_signing_key_file: None,
         model_public_key_file: None,
-        log_format: inframind::cli::LogFormat::Text,
+        log_format: inframind::config::LogFormat::Text,
     };
     let ctx = inframind::api::in_process_training(&global).unwrap();
     let spec: TrainingJobSpec = serde_json::from_value(json!({"hyperparameters": {"trees": 30, "maxDepth": 10}, "gates": {"maxMaeSeconds": 10000, "minR2": 0.0}})).unwrap();

@@ -113,7 +113,7 @@ async fn fake_api(script: Vec<Answer>) -> FakeApi {
 async fn fake_api_tls(script: Vec<Answer>) -> (FakeApi, String) {
     use hyper_util::rt::{TokioExecutor, TokioIo};
     use hyper_util::service::TowerToHyperService;
-    use inframind::webhook::tls;
+    use inframind::serving::tls;
     let generated = tls::self_signed(&["localhost".to_string()]).unwrap();
     let config = tls::CertStore::new(&generated.serving)
         .unwrap()
@@ -408,7 +408,7 @@ async fn v2_container_posts_the_exact_row_with_the_bearer_token() {
         .clone()
         .into_iter()
         .collect();
-    let run = inframind::telemetry::validate_row(&row, Utc::now()).unwrap();
+    let run = inframind::record::validate_row(&row, Utc::now()).unwrap();
     assert_eq!(run.run_id, format!("pod-{UID}"));
 }
 
@@ -686,7 +686,7 @@ async fn https_with_the_api_ca_and_refusal_of_another_ca() {
     assert_eq!(api.received().len(), 1);
     assert_eq!(api.received()[0].body["max_rss_gb"], json!(3));
 
-    let other = inframind::webhook::tls::self_signed(&["localhost".to_string()]).unwrap();
+    let other = inframind::serving::tls::self_signed(&["localhost".to_string()]).unwrap();
     pod.write("other-ca.pem", &other.ca_cert);
     let mut env = env_of(downward_api_env());
     env.push(("INFRAMIND_CA_FILE", pod.arg("other-ca.pem")));

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use inframind::webhook::tls::{self_signed, SelfSigned};
+use inframind::serving::tls::{self_signed, SelfSigned};
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {

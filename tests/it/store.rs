@@ -158,7 +158,7 @@ async fn reporter_and_watcher_rows_for_one_pod_merge_in_either_order() {
     for (store, _keep) in both_stores().await {
         let base = demo_runs(1, t0(), 14).remove(0);
         // What the in-pod reporter knows: telemetry, and a provisional outcome.
-        let reporter = inframind::telemetry::RunRecord {
+        let reporter = inframind::record::RunRecord {
             run_id: "pod-a".into(),
             duration_s: 100.0,
             success: true,
@@ -166,7 +166,7 @@ async fn reporter_and_watcher_rows_for_one_pod_merge_in_either_order() {
             ..base.clone()
         };
         // What the watcher knows: how it ended; no telemetry.
-        let watcher = inframind::telemetry::RunRecord {
+        let watcher = inframind::record::RunRecord {
             run_id: "pod-a".into(),
             duration_s: 123.0,
             success: false,
@@ -195,11 +195,11 @@ async fn reporter_and_watcher_rows_for_one_pod_merge_in_either_order() {
             "an outcome is recorded once"
         );
         // Watcher first, then the reporter.
-        let w2 = inframind::telemetry::RunRecord {
+        let w2 = inframind::record::RunRecord {
             run_id: "pod-b".into(),
             ..watcher.clone()
         };
-        let r2 = inframind::telemetry::RunRecord {
+        let r2 = inframind::record::RunRecord {
             run_id: "pod-b".into(),
             ..reporter.clone()
         };
