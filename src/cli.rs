@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub use crate::config::{Global, LogFormat, OptimizerSettings};
 use crate::evaluation::Split;
 use crate::forest::ForestParams;
-use crate::model::{ModelDir, ModelMeta};
+use crate::model::ModelMeta;
 use crate::optimizer::recommender::Recommender;
 use crate::optimizer::{describe, Decision, Optimizer, OptimizerConfig};
 use crate::registry::Registry;
@@ -369,7 +369,7 @@ async fn train_with_progress(
     store: &Store,
     spec: &TrainingSpec,
 ) -> anyhow::Result<ModelMeta> {
-    let dir = ModelDir::new(&global.models_dir);
+    let dir = global.model_dir()?;
     let bar = progress_bar();
     let b = bar.clone();
     let result = train_and_save(store, &dir, spec, Utc::now(), &mut move |stage| {
@@ -427,7 +427,7 @@ fn print_importances(meta: &ModelMeta, top: usize) {
 /// Opens the registry the global settings describe.
 pub async fn open_registry(global: &Global) -> anyhow::Result<Registry> {
     Registry::open(
-        ModelDir::new(&global.models_dir),
+        global.model_dir()?,
         global.redis_url.as_deref(),
         &global.redis_prefix,
     )
@@ -521,7 +521,7 @@ async fn models(global: &Global, cmd: ModelsCommand) -> anyhow::Result<()> {
 }
 
 fn explain(global: &Global, a: ExplainArgs) -> anyhow::Result<()> {
-    let dir = ModelDir::new(&global.models_dir);
+    let dir = global.model_dir()?;
     let meta = match a.version {
         Some(v) => dir.load(&v)?.1,
         None => match dir.latest_valid()? {

@@ -254,6 +254,7 @@ impl Env {
             models_dir: self.models(),
             redis_url: Some(redis_url()),
             redis_prefix: self.prefix.clone(),
+            model_keys: Default::default(),
             field_manager: FIELD_MANAGER.into(),
             identity: "controller-0".into(),
             job_template: None,
