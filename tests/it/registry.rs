@@ -502,7 +502,11 @@ async fn a_redis_password_never_appears_in_errors() {
         };
         let shown = format!("{err} {err:?}");
         assert!(!shown.contains("s3cret-pw"), "{shown}");
-        assert!(shown.contains(":***@"), "{shown}");
+        // Masked where the URL parses, left out whole where it does not.
+        assert!(
+            shown.contains(":***@") || shown.contains("<unparsable URL>"),
+            "{shown}"
+        );
     }
 }
 
