@@ -161,9 +161,27 @@ pub struct OptimizerArgs {
     /// Cost objective: price of an hour of build time.
     #[arg(long, env = "INFRAMIND_TIME_PRICE_PER_HOUR", default_value_t = 0.5)]
     pub time_price_per_hour: f64,
-    /// Probability of exploring a random config (0 disables).
+    // --- Decision trust (issue 11): exploration policy and the request gate. ---
+    /// Share of decisions that may explore a config from the guarded candidates (0 disables).
     #[arg(long, env = "INFRAMIND_EXPLORATION_RATE", default_value_t = 0.15)]
     pub exploration_rate: f64,
+    /// How exploring decisions pick: thompson (a drawn tree's argmin), epsilon (uniform), off.
+    #[arg(long, env = "INFRAMIND_EXPLORATION", value_enum, default_value_t = ExplorationArg::Thompson)]
+    pub exploration: ExplorationArg,
+    /// Probability that a change beats the pod's own request needed to apply it.
+    #[arg(long, env = "INFRAMIND_MIN_CONFIDENCE", default_value_t = crate::optimizer::DEFAULT_MIN_CONFIDENCE)]
+    pub min_confidence: f64,
+}
+
+/// Exploration policy on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ExplorationArg {
+    /// Thompson sampling over the forest's trees.
+    Thompson,
+    /// Uniform draws from the guarded candidates.
+    Epsilon,
+    /// Never explore.
+    Off,
 }
 
 /// Objective choice on the command line.
@@ -205,6 +223,12 @@ impl OptimizerArgs {
                 self.exploration_rate
             );
         }
+        if !(0.0..=1.0).contains(&self.min_confidence) {
+            bail!(
+                "--min-confidence must be within 0..1, got {}",
+                self.min_confidence
+            );
+        }
         if self.concurrency_step == 0 || self.default_concurrency == 0 {
             bail!("--concurrency-step and --default-concurrency must be at least 1");
         }
@@ -244,6 +268,12 @@ impl OptimizerArgs {
                 },
             },
             exploration_rate: self.exploration_rate,
+            exploration: match self.exploration {
+                ExplorationArg::Thompson => crate::optimizer::Exploration::Thompson,
+                ExplorationArg::Epsilon => crate::optimizer::Exploration::Epsilon,
+                ExplorationArg::Off => crate::optimizer::Exploration::Off,
+            },
+            min_confidence: self.min_confidence,
         })
     }
 }
@@ -756,7 +786,24 @@ async fn quickstart(global: &Global, a: QuickstartArgs) -> anyhow::Result<()> {
 }
 
 fn print_decision(d: &Decision) {
-    println!("recommendation: {}", describe(&d.config));
+    match (d.action, d.proposal) {
+        (crate::optimizer::Action::Apply, _) => {
+            println!(
+                "recommendation: {} ({})",
+                describe(&d.config),
+                d.policy.name()
+            )
+        }
+        (crate::optimizer::Action::Unchanged, Some(p)) => println!(
+            "recommendation: unchanged ({}); proposal {}",
+            d.reason.as_deref().unwrap_or("kept"),
+            describe(&p)
+        ),
+        (crate::optimizer::Action::Unchanged, None) => println!(
+            "recommendation: unchanged ({})",
+            d.reason.as_deref().unwrap_or("kept")
+        ),
+    }
     println!(
         "  baseline:   {} ({:?})",
         describe(&d.baseline),

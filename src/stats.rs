@@ -44,6 +44,10 @@ pub struct PipelineStats {
     /// The history features are computed from (built once per refresh, not per admission).
     #[serde(skip)]
     pub history: PipelineHistory,
+    /// Which snapshot these stats are, unique per process (set where stats are published for
+    /// serving; 0 = unversioned, which decision caches never cache).
+    #[serde(skip)]
+    pub generation: u64,
 }
 
 /// The `q` quantile (0..=1) by linear interpolation, as numpy's default.
@@ -96,6 +100,7 @@ impl PipelineStats {
                 })
                 .collect(),
             history: PipelineHistory::from_runs(ok),
+            generation: 0,
         }
     }
 }

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::model::Model;
-use crate::optimizer::{exploration, Decision, Optimizer};
+use crate::optimizer::{describe, exploration, Action, Decision, Optimizer};
 use crate::stats::PipelineStats;
 use patch::{annotation_ops, original, resource_ops};
 use quantity::{format_cpu, format_mem};
@@ -123,6 +123,8 @@ pub enum Outcome {
     DryRun,
     /// Cold start on a pipeline with no history: annotated, left as requested.
     ColdStart,
+    /// Left as requested because no change was confidently better (or none was feasible).
+    Kept,
     /// Opted out, already handled, or nothing to act on.
     Unchanged,
     /// Not a Pod, or not a CREATE.
@@ -138,6 +140,7 @@ impl Outcome {
             Outcome::Mutated => "mutated",
             Outcome::DryRun => "dry_run",
             Outcome::ColdStart => "cold_start",
+            Outcome::Kept => "kept",
             Outcome::Unchanged => "unchanged",
             Outcome::Ignored => "ignored",
             Outcome::Error => "error",
@@ -152,7 +155,8 @@ pub struct Settings {
     pub dry_run: bool,
     /// Environment variables that carry the build concurrency.
     pub concurrency_env: Vec<String>,
-    /// Apply the default baseline to pipelines with no history (otherwise they are only annotated).
+    /// On cold starts (no model, or a pipeline it never saw) apply the guarded baseline
+    /// (otherwise the pod keeps its request and is only annotated).
     pub cold_start_apply_defaults: bool,
     /// The optimizer.
     pub optimizer: Optimizer,
@@ -210,7 +214,12 @@ pub fn decision_annotations(
     original: &patch::Original,
 ) -> Vec<(String, String)> {
     let a = |k: &str, v: String| (format!("inframind.io/{k}"), v);
-    vec![
+    // Kept pods show what was proposed, so the recommendation can be judged.
+    let shown = match d.action {
+        Action::Apply => d.config,
+        Action::Unchanged => d.proposal.unwrap_or(d.config),
+    };
+    let mut notes = vec![
         a("decision", what.to_string()),
         a("pipeline", ctx.pipeline.clone()),
         a("branch", ctx.branch.clone()),
@@ -221,9 +230,9 @@ pub fn decision_annotations(
             "recommendation",
             format!(
                 "cpu={} memory={} concurrency={}",
-                format_cpu(d.config.cpu),
-                format_mem(d.config.mem_gb),
-                d.config.concurrency
+                format_cpu(shown.cpu),
+                format_mem(shown.mem_gb),
+                shown.concurrency
             ),
         ),
         a(
@@ -237,12 +246,49 @@ pub fn decision_annotations(
         ),
         a("confidence", format!("{:.2}", d.confidence)),
         a("explored", d.explored.to_string()),
+        a("policy", d.policy.name().to_string()),
         a("rationale", d.rationale.clone()),
         a(
             "original",
             serde_json::to_string(original).unwrap_or_default(),
         ),
-    ]
+    ];
+    if let Some(r) = d.request_confidence.filter(|_| d.request.is_some()) {
+        notes.push(a("confidence-vs-request", format!("{r:.2}")));
+    }
+    if let Some(reason) = &d.reason {
+        notes.push(a("reason", reason.clone()));
+    }
+    notes
+}
+
+/// What the build container asked for, if it asked for cpu or memory: missing memory from the
+/// configured defaults, missing concurrency one job per requested core (`make -j$(nproc)`).
+pub fn requested(
+    original: &patch::Original,
+    defaults: &crate::BuildConfig,
+) -> Option<crate::BuildConfig> {
+    let read = |key: &str, parse: fn(&str) -> Option<f64>| {
+        original.requests.get(key).and_then(|v| match v {
+            Value::String(s) => parse(s),
+            Value::Number(n) => n.as_f64(),
+            _ => None,
+        })
+    };
+    let cpu = read("cpu", quantity::parse_cpu).filter(|c| *c > 0.0);
+    let mem = read("memory", quantity::parse_mem_gb).filter(|m| *m > 0.0);
+    if cpu.is_none() && mem.is_none() {
+        return None;
+    }
+    let cpu = cpu.unwrap_or(defaults.cpu);
+    Some(crate::BuildConfig {
+        cpu,
+        mem_gb: mem.unwrap_or(defaults.mem_gb),
+        concurrency: original
+            .concurrency
+            .filter(|j| *j > 0)
+            .unwrap_or(cpu.ceil().max(1.0) as u32),
+    })
 }
 
 fn encode(ops: &[json_patch::PatchOperation]) -> Option<String> {
@@ -287,27 +333,47 @@ pub fn admit(
         .to_string();
     let stats = stats(&ctx.pipeline);
     let seed = exploration::seed_from(uid);
-    let decision = match &settings.decisions {
+    let before = original(pod, i, &settings.concurrency_env);
+    let request = requested(&before, &settings.optimizer.config.defaults);
+    let mut decision = match &settings.decisions {
         Some(cache) => cache.decide(
             &settings.optimizer,
             &ctx,
+            request.as_ref(),
             stats.as_deref(),
             model,
             now,
             seed,
         ),
-        None => settings
-            .optimizer
-            .decide(&ctx, stats.as_deref(), model, now, seed),
+        None => settings.optimizer.decide_for(
+            &ctx,
+            request.as_ref(),
+            stats.as_deref(),
+            model,
+            now,
+            seed,
+        ),
     };
-    let before = original(pod, i, &settings.concurrency_env);
+    // The operator's opt-in: cold starts run the guarded baseline rather than the request.
+    if settings.cold_start_apply_defaults && decision.cold_start {
+        if let (Action::Unchanged, Some(p)) = (decision.action, decision.proposal) {
+            decision.action = Action::Apply;
+            decision.config = p;
+            decision.reason = None;
+            decision.rationale = format!(
+                "cold start: the guarded baseline {} applied (cold-start-apply-defaults)",
+                describe(&p)
+            );
+        }
+    }
 
-    let no_history = stats.is_none() && decision.cold_start && !settings.cold_start_apply_defaults;
+    let no_history = stats.is_none() && decision.cold_start && decision.action == Action::Unchanged;
     let dry_run = settings.dry_run || meta.flag(DRY_RUN_ANNOTATION);
-    let (what, outcome) = match (no_history, dry_run) {
-        (true, _) => ("unchanged", Outcome::ColdStart),
-        (false, true) => ("dry-run", Outcome::DryRun),
-        (false, false) => ("applied", Outcome::Mutated),
+    let (what, outcome) = match (no_history, decision.action, dry_run) {
+        (true, _, _) => ("unchanged", Outcome::ColdStart),
+        (false, Action::Unchanged, _) => ("unchanged", Outcome::Kept),
+        (false, Action::Apply, true) => ("dry-run", Outcome::DryRun),
+        (false, Action::Apply, false) => ("applied", Outcome::Mutated),
     };
     let mut ops = Vec::new();
     if outcome == Outcome::Mutated {
@@ -333,6 +399,7 @@ pub fn admit(
     }
     let mut notes = decision_annotations(&decision, what, &ctx, &container, &before);
     if no_history {
+        notes.retain(|(k, _)| k != "inframind.io/reason");
         notes.push((
             "inframind.io/reason".into(),
             "no history for this pipeline yet: left as requested".into(),

@@ -47,7 +47,7 @@ impl Metrics {
         let admissions = Family::<OutcomeLabel, Counter>::default();
         registry.register(
             "inframind_admissions",
-            "Pod admissions by outcome (mutated, dry_run, cold_start, unchanged, ignored, error)",
+            "Pod admissions by outcome (mutated, dry_run, cold_start, kept, unchanged, ignored, error)",
             admissions.clone(),
         );
         // 25 µs .. ~0.3 s in steps of 1.5×: fine enough to read a sub-millisecond p99.

@@ -68,7 +68,8 @@ pub struct WebhookArgs {
     /// Environment variables that carry the build concurrency (comma-separated).
     #[arg(long, env = "INFRAMIND_CONCURRENCY_ENV", value_delimiter = ',', default_values_t = DEFAULT_CONCURRENCY_ENV.iter().map(|s| s.to_string()).collect::<Vec<_>>())]
     pub concurrency_env: Vec<String>,
-    /// Apply the default baseline to pipelines with no history (otherwise they are only annotated).
+    /// On cold starts (no model, or a pipeline it never saw) apply the guarded baseline
+    /// (otherwise the pod keeps its request and is only annotated).
     #[arg(long, env = "INFRAMIND_COLD_START_APPLY_DEFAULTS")]
     pub cold_start_apply_defaults: bool,
     /// Seconds between refreshes of the per-pipeline stats.
