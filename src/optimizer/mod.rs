@@ -22,6 +22,7 @@
 //! (`exploration.rs`): the only way a config is applied without the confidence gate.
 
 pub mod cache;
+pub mod calibration;
 pub mod candidates;
 pub mod exploration;
 pub mod guards;
