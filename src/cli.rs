@@ -441,9 +441,16 @@ pub struct SimulateArgs {
     /// Seed.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
-    /// Output file (`.jsonl` or `.csv`).
+    /// Output file (`.jsonl` or `.csv`; with `--closed-loop`, the `.svg` regret plot).
     #[arg(long)]
     pub out: PathBuf,
+    /// Admit `--runs` builds through the optimizer in closed loop, once per exploration policy,
+    /// and report regret, OOM kills, unschedulable decisions and exploration.
+    #[arg(long)]
+    pub closed_loop: bool,
+    /// Closed loop: retrain after this many builds.
+    #[arg(long, default_value_t = 100)]
+    pub retrain_every: usize,
 }
 
 /// `quickstart` arguments.
@@ -710,6 +717,9 @@ fn explain(global: &Global, a: ExplainArgs) -> anyhow::Result<()> {
 }
 
 fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
+    if a.closed_loop {
+        return closed_loop(a);
+    }
     let runs = crate::simulate::demo_runs(a.runs, Utc::now(), a.seed);
     let ext = a.out.extension().and_then(|e| e.to_str()).unwrap_or("");
     let text = match ext {
@@ -731,6 +741,29 @@ fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
     };
     std::fs::write(&a.out, text).with_context(|| format!("writing {}", a.out.display()))?;
     println!("wrote {} simulated runs to {}", runs.len(), a.out.display());
+    Ok(())
+}
+
+fn closed_loop(a: SimulateArgs) -> anyhow::Result<()> {
+    use crate::closed_loop::{plot_svg, run_policy, table, LoopPolicy, LoopSpec};
+    let spec = LoopSpec {
+        builds: a.runs,
+        seed: a.seed,
+        retrain_every: a.retrain_every.max(1),
+        ..Default::default()
+    };
+    let results: Vec<_> = LoopPolicy::ALL
+        .iter()
+        .map(|p| {
+            let r = run_policy(*p, &spec);
+            eprintln!("{}: done", p.name());
+            r
+        })
+        .collect();
+    print!("{}", table(&results));
+    let svg = plot_svg(&results).map_err(|e| anyhow::anyhow!("plotting: {e}"))?;
+    std::fs::write(&a.out, svg).with_context(|| format!("writing {}", a.out.display()))?;
+    println!("regret plot: {}", a.out.display());
     Ok(())
 }
 
