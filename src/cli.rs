@@ -451,6 +451,9 @@ pub struct SimulateArgs {
     /// Closed loop: retrain after this many builds.
     #[arg(long, default_value_t = 100)]
     pub retrain_every: usize,
+    /// Closed loop: also replay these real builds offline (JSON lines or CSV).
+    #[arg(long)]
+    pub real_builds: Option<PathBuf>,
 }
 
 /// `quickstart` arguments.
@@ -764,6 +767,29 @@ fn closed_loop(a: SimulateArgs) -> anyhow::Result<()> {
     let svg = plot_svg(&results).map_err(|e| anyhow::anyhow!("plotting: {e}"))?;
     std::fs::write(&a.out, svg).with_context(|| format!("writing {}", a.out.display()))?;
     println!("regret plot: {}", a.out.display());
+    if let Some(path) = &a.real_builds {
+        let now = Utc::now();
+        let runs: Vec<_> = crate::telemetry::ingest::read_rows(path)?
+            .into_iter()
+            .filter_map(|r| r.ok())
+            .filter_map(|r| crate::telemetry::run::validate_row(&r, now).ok())
+            .collect();
+        println!(
+            "\nreal builds ({} runs from {}), replayed offline:",
+            runs.len(),
+            path.display()
+        );
+        let params = crate::forest::ForestParams {
+            n_trees: 100,
+            max_depth: Some(15),
+            ..Default::default()
+        };
+        let replays: Vec<_> = LoopPolicy::ALL
+            .iter()
+            .map(|p| crate::closed_loop::replay_real(&runs, *p, &params, 10))
+            .collect();
+        print!("{}", crate::closed_loop::replay_table(&replays));
+    }
     Ok(())
 }
 

@@ -351,6 +351,128 @@ pub fn plot_svg(results: &[LoopResult]) -> Result<String, String> {
     Ok(svg)
 }
 
+/// One policy replayed offline on real builds.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplayResult {
+    /// Policy.
+    pub policy: LoopPolicy,
+    /// Builds decided (after the warm-up half).
+    pub decisions: usize,
+    /// Decisions that changed the request.
+    pub applied: usize,
+    /// Of those, decisions that explored.
+    pub explored: usize,
+    /// Applied decisions whose config was measured on that pipeline at a similar cache state.
+    pub judged: usize,
+    /// Judged decisions whose measured duration was above the request's (the build's own).
+    pub slower_than_request: usize,
+    /// Sum over judged decisions of (measured duration of the choice − the request's), seconds.
+    pub judged_regret_s: f64,
+}
+
+/// Cache hit ratios closer than this count as the same cache state when judging offline.
+pub const SAME_CACHE: f64 = 0.15;
+
+/// Replays real builds in time order: each build of the second half is admitted (its own
+/// config is the request) with a model trained on every earlier build, retrained every
+/// `retrain_every` builds. An applied config can only be judged where it was measured: the same
+/// pipeline, that exact config, a similar cache hit ratio (mean of those builds' durations).
+pub fn replay_real(
+    runs: &[RunRecord],
+    policy: LoopPolicy,
+    params: &ForestParams,
+    retrain_every: usize,
+) -> ReplayResult {
+    let mut runs: Vec<RunRecord> = runs.to_vec();
+    runs.sort_by_key(|r| (r.started_at, r.run_id.clone()));
+    let optimizer = Optimizer::new(OptimizerConfig {
+        exploration: policy.exploration(),
+        ..Default::default()
+    });
+    let spec = LoopSpec {
+        params: params.clone(),
+        ..Default::default()
+    };
+    let mut out = ReplayResult {
+        policy,
+        decisions: 0,
+        applied: 0,
+        explored: 0,
+        judged: 0,
+        slower_than_request: 0,
+        judged_regret_s: 0.0,
+    };
+    let start = runs.len() / 2;
+    let mut model = None;
+    for i in start..runs.len() {
+        if (i - start).is_multiple_of(retrain_every.max(1)) {
+            model = train(&runs[..i], &spec, &format!("replay-{i}"));
+        }
+        let r = &runs[i];
+        if policy == LoopPolicy::Request || !r.success {
+            continue;
+        }
+        let earlier: Vec<RunRecord> = runs[..i]
+            .iter()
+            .filter(|x| x.pipeline == r.pipeline)
+            .cloned()
+            .collect();
+        let stats = (!earlier.is_empty()).then(|| PipelineStats::from_runs(&r.pipeline, &earlier));
+        let request = r.config();
+        let d = optimizer.decide_for(
+            &BuildContext::of_run(r),
+            Some(&request),
+            stats.as_ref(),
+            model.as_ref(),
+            r.started_at,
+            exploration::seed_from(&r.run_id),
+        );
+        out.decisions += 1;
+        if d.action != Action::Apply {
+            continue;
+        }
+        out.applied += 1;
+        out.explored += usize::from(d.explored);
+        let same: Vec<f64> = runs
+            .iter()
+            .filter(|x| x.pipeline == r.pipeline && x.success && x.config() == d.config)
+            .filter(|x| match (x.cache_hit_ratio, r.cache_hit_ratio) {
+                (Some(a), Some(b)) => (a - b).abs() <= SAME_CACHE,
+                _ => false,
+            })
+            .map(|x| x.duration_s)
+            .collect();
+        if same.is_empty() {
+            continue;
+        }
+        let measured = same.iter().sum::<f64>() / same.len() as f64;
+        out.judged += 1;
+        out.slower_than_request += usize::from(measured > r.duration_s);
+        out.judged_regret_s += measured - r.duration_s;
+    }
+    out
+}
+
+/// The offline replay as a Markdown table.
+pub fn replay_table(results: &[ReplayResult]) -> String {
+    let mut s = String::from(
+        "| policy | decisions | applied (explored) | judged (config measured at a similar cache state) | judged slower than the request | Σ measured − request (s) |\n|---|---|---|---|---|---|\n",
+    );
+    for r in results.iter().filter(|r| r.policy != LoopPolicy::Request) {
+        s.push_str(&format!(
+            "| {} | {} | {} ({}) | {} | {} | {:+.1} |\n",
+            r.policy.name(),
+            r.decisions,
+            r.applied,
+            r.explored,
+            r.judged,
+            r.slower_than_request,
+            r.judged_regret_s
+        ));
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

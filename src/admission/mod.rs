@@ -163,6 +163,9 @@ pub struct Settings {
     /// Shares exploit decisions within a minute (the webhook's hot path); `None` decides afresh
     /// at the exact time every time.
     pub decisions: Option<Arc<crate::optimizer::cache::DecisionCache>>,
+    /// Nodes from the Node watch: each decision is bounded by the largest node the pod may land
+    /// on (configured node bounds, when set, override them).
+    pub nodes: Option<Arc<crate::webhook::nodes::NodePool>>,
 }
 
 impl Default for Settings {
@@ -176,6 +179,7 @@ impl Default for Settings {
             cold_start_apply_defaults: false,
             optimizer: Optimizer::default(),
             decisions: None,
+            nodes: None,
         }
     }
 }
@@ -335,9 +339,23 @@ pub fn admit(
     let seed = exploration::seed_from(uid);
     let before = original(pod, i, &settings.concurrency_env);
     let request = requested(&before, &settings.optimizer.config.defaults);
+    let bounded;
+    let optimizer = match (&settings.nodes, settings.optimizer.config.node_capacity) {
+        (Some(pool), None) => match pool.capacity_for(pod) {
+            Some(cap) => {
+                bounded = Optimizer::new(crate::optimizer::OptimizerConfig {
+                    node_capacity: Some(cap),
+                    ..settings.optimizer.config.clone()
+                });
+                &bounded
+            }
+            None => &settings.optimizer,
+        },
+        _ => &settings.optimizer,
+    };
     let mut decision = match &settings.decisions {
         Some(cache) => cache.decide(
-            &settings.optimizer,
+            optimizer,
             &ctx,
             request.as_ref(),
             stats.as_deref(),
@@ -345,14 +363,7 @@ pub fn admit(
             now,
             seed,
         ),
-        None => settings.optimizer.decide_for(
-            &ctx,
-            request.as_ref(),
-            stats.as_deref(),
-            model,
-            now,
-            seed,
-        ),
+        None => optimizer.decide_for(&ctx, request.as_ref(), stats.as_deref(), model, now, seed),
     };
     // The operator's opt-in: cold starts run the guarded baseline rather than the request.
     if settings.cold_start_apply_defaults && decision.cold_start {

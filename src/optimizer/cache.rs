@@ -34,6 +34,8 @@ struct Key {
     minute: i64,
     ctx: BuildContext,
     request: Option<[u64; 3]>,
+    /// The node bound the plan was made within (per pod, from the Node watch).
+    node: Option<[u64; 2]>,
     model: Option<String>,
     stats: Option<u64>,
 }
@@ -144,6 +146,10 @@ impl DecisionCache {
             minute: now.timestamp(),
             ctx: ctx.clone(),
             request: request.map(|r| [r.cpu.to_bits(), r.mem_gb.to_bits(), r.concurrency as u64]),
+            node: optimizer
+                .config
+                .node_capacity
+                .map(|n| [n.cpu.to_bits(), n.mem_gb.to_bits()]),
             model: model.map(|m| m.version.clone()),
             stats: stats.map(|s| s.generation),
         };

@@ -5,6 +5,7 @@
 
 pub mod ca;
 pub mod metrics;
+pub mod nodes;
 pub mod server;
 pub mod stats_cache;
 pub mod tls;
@@ -84,6 +85,10 @@ pub struct WebhookArgs {
     /// Largest accepted request body, bytes.
     #[arg(long, env = "INFRAMIND_MAX_BODY_BYTES", default_value_t = server::DEFAULT_MAX_BODY)]
     pub max_body_bytes: u64,
+    /// Bound each decision by the largest allocatable cpu and memory among the nodes the pod
+    /// may land on, from a Node watch (needs list/watch on nodes; configured node bounds win).
+    #[arg(long, env = "INFRAMIND_WATCH_NODES", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub watch_nodes: bool,
     /// Optimizer settings.
     #[command(flatten)]
     pub optimizer: OptimizerArgs,
@@ -132,15 +137,41 @@ pub fn settings(args: &WebhookArgs) -> anyhow::Result<Settings> {
         cold_start_apply_defaults: args.cold_start_apply_defaults,
         optimizer: Optimizer::new(args.optimizer.config()?),
         decisions: Some(Arc::new(crate::optimizer::cache::DecisionCache::new())),
+        nodes: None,
     })
+}
+
+/// Starts the Node watch when asked and the cluster is reachable; otherwise the configured
+/// bounds stand.
+async fn watch_nodes(args: &WebhookArgs, settings: &mut Settings) {
+    if !args.watch_nodes {
+        return;
+    }
+    if settings.optimizer.config.node_capacity.is_some() {
+        tracing::info!("node bounds configured; the Node watch is not needed");
+        return;
+    }
+    match kube::Client::try_default().await {
+        Ok(client) => {
+            let pool = Arc::new(nodes::NodePool::new());
+            nodes::spawn_watch(kube::Api::all(client), pool.clone());
+            settings.nodes = Some(pool);
+            tracing::info!("bounding decisions by the nodes each pod may land on (Node watch)");
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no cluster access for the Node watch; using the configured bounds")
+        }
+    }
 }
 
 /// Runs the webhook until SIGTERM or Ctrl-C.
 pub async fn run(global: &Global, args: WebhookArgs) -> anyhow::Result<()> {
     let certs = certificates(&args).await?;
     let live = Arc::new(LiveModel::new());
+    let mut settings = settings(&args)?;
+    watch_nodes(&args, &mut settings).await;
     let state = Arc::new(AppState {
-        settings: settings(&args)?,
+        settings,
         live: live.clone(),
         stats: Arc::new(StatsCache::new()),
         metrics: metrics::Metrics::new(),
