@@ -3,9 +3,10 @@
 //! Never a config outside that set: a draw from the global bounds once proposed 52 GB for a build
 //! peaking at 0.3 GB, on nodes of 32 GiB.
 //!
-//! - Thompson (default): the forest's trees are the posterior; one tree is drawn and its argmin
-//!   tried. When the trees agree on the best config there is nothing to try, so exploration
-//!   fades as the model learns, and it concentrates on configs that some trees think best.
+//! - Thompson (default): the forest's trees are the posterior; a block of a quarter of the trees
+//!   is drawn and the argmin of their mean tried (a draw of each config's mean, not of one tree's noise). When
+//!   the draws agree on the best config there is nothing to try, so exploration fades as the
+//!   model learns, and it concentrates on configs that may be best.
 //! - Epsilon: a uniform draw from the guarded candidates (the design's 15 %).
 //!
 //! Every draw comes from a seed (the webhook uses the pod's uid), so each decision can be replayed.

@@ -605,7 +605,8 @@ impl Optimizer {
     }
 
     /// Step 9: what exploration may try. Epsilon draws from every allowed candidate; Thompson
-    /// from the argmin of each tree, so only those are kept (with each tree's pick).
+    /// from the argmin of each posterior draw (the mean of a block of a quarter of the trees, one
+    /// block per starting tree), so only those are kept (with each draw's pick).
     fn arms(&self, s: &Scored, allowed: &[usize]) -> (Vec<Arm>, Vec<u16>) {
         let arm = |i: usize| {
             let g = &s.candidates[i];
@@ -626,8 +627,9 @@ impl Optimizer {
             Exploration::Thompson => {
                 let mut picked: Vec<usize> = Vec::new();
                 let mut choice = Vec::with_capacity(s.posterior.n_trees());
-                for t in 0..s.posterior.n_trees() {
-                    let Some(i) = s.posterior.tree_argmin(t, allowed) else {
+                let block = s.posterior.n_trees().div_ceil(4);
+                for draw in s.posterior.block_argmins(allowed, block) {
+                    let Some(i) = draw else {
                         return (Vec::new(), Vec::new());
                     };
                     let k = picked.iter().position(|&p| p == i).unwrap_or_else(|| {
