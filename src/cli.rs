@@ -235,13 +235,23 @@ pub struct SimulateArgs {
     /// Seed.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
-    /// Output file (`.jsonl` or `.csv`).
+    /// Output file (`.jsonl` or `.csv`; with `--closed-loop`, the `.svg` regret plot).
     #[arg(long)]
     pub out: PathBuf,
     /// A CI-like history: overlapping builds of a pipeline, pods without a branch or a node
     /// selector.
     #[arg(long)]
     pub ci: bool,
+    /// Admit `--runs` builds through the optimizer in closed loop, once per exploration policy,
+    /// and report regret, OOM kills, unschedulable decisions and exploration.
+    #[arg(long)]
+    pub closed_loop: bool,
+    /// Closed loop: retrain after this many builds.
+    #[arg(long, default_value_t = 100)]
+    pub retrain_every: usize,
+    /// Closed loop: also replay these real builds offline (JSON lines or CSV).
+    #[arg(long)]
+    pub real_builds: Option<PathBuf>,
 }
 
 /// `features` subcommands.
@@ -589,6 +599,9 @@ async fn export_features(global: &Global, a: FeaturesExportArgs) -> anyhow::Resu
 }
 
 fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
+    if a.closed_loop {
+        return closed_loop(a);
+    }
     let runs = if a.ci {
         crate::simulate::ci_runs(a.runs, Utc::now(), a.seed)
     } else {
@@ -614,6 +627,52 @@ fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
     };
     std::fs::write(&a.out, text).with_context(|| format!("writing {}", a.out.display()))?;
     println!("wrote {} simulated runs to {}", runs.len(), a.out.display());
+    Ok(())
+}
+
+fn closed_loop(a: SimulateArgs) -> anyhow::Result<()> {
+    use crate::closed_loop::{plot_svg, run_policy, table, LoopPolicy, LoopSpec};
+    let spec = LoopSpec {
+        builds: a.runs,
+        seed: a.seed,
+        retrain_every: a.retrain_every.max(1),
+        ..Default::default()
+    };
+    let results: Vec<_> = LoopPolicy::ALL
+        .iter()
+        .map(|p| {
+            let r = run_policy(*p, &spec);
+            eprintln!("{}: done", p.name());
+            r
+        })
+        .collect();
+    print!("{}", table(&results));
+    let svg = plot_svg(&results).map_err(|e| anyhow::anyhow!("plotting: {e}"))?;
+    std::fs::write(&a.out, svg).with_context(|| format!("writing {}", a.out.display()))?;
+    println!("regret plot: {}", a.out.display());
+    if let Some(path) = &a.real_builds {
+        let now = Utc::now();
+        let runs: Vec<_> = crate::telemetry::ingest::read_rows(path)?
+            .into_iter()
+            .filter_map(|r| r.ok())
+            .filter_map(|r| crate::record::validate_row(&r, now).ok())
+            .collect();
+        println!(
+            "\nreal builds ({} runs from {}), replayed offline:",
+            runs.len(),
+            path.display()
+        );
+        let params = crate::forest::ForestParams {
+            n_trees: 100,
+            max_depth: Some(15),
+            ..Default::default()
+        };
+        let replays: Vec<_> = LoopPolicy::ALL
+            .iter()
+            .map(|p| crate::closed_loop::replay_real(&runs, *p, &params, 10))
+            .collect();
+        print!("{}", crate::closed_loop::replay_table(&replays));
+    }
     Ok(())
 }
 
@@ -669,7 +728,24 @@ async fn quickstart(global: &Global, a: QuickstartArgs) -> anyhow::Result<()> {
 }
 
 fn print_decision(d: &Decision) {
-    println!("recommendation: {}", describe(&d.config));
+    match (d.action, d.proposal) {
+        (crate::optimizer::Action::Apply, _) => {
+            println!(
+                "recommendation: {} ({})",
+                describe(&d.config),
+                d.policy.name()
+            )
+        }
+        (crate::optimizer::Action::Unchanged, Some(p)) => println!(
+            "recommendation: unchanged ({}); proposal {}",
+            d.reason.as_deref().unwrap_or("kept"),
+            describe(&p)
+        ),
+        (crate::optimizer::Action::Unchanged, None) => println!(
+            "recommendation: unchanged ({})",
+            d.reason.as_deref().unwrap_or("kept")
+        ),
+    }
     println!(
         "  baseline:   {} ({:?})",
         describe(&d.baseline),

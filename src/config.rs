@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
-use crate::optimizer::{Bounds, NodeCapacity, Objective, OptimizerConfig, Steps};
+use crate::optimizer::{Bounds, Exploration, NodeCapacity, Objective, OptimizerConfig, Steps};
 use crate::BuildConfig;
 
 /// The optimizer's defaults, which the flags below default to.
@@ -31,6 +31,9 @@ pub enum ConfigError {
     /// The exploration rate is not a probability.
     #[error("--exploration-rate must be within 0..1, got {0}")]
     ExplorationRate(f64),
+    /// The confidence needed to apply a change is not a probability.
+    #[error("--min-confidence must be within 0..1, got {0}")]
+    MinConfidence(f64),
     /// A concurrency step or default of zero.
     #[error("--concurrency-step and --default-concurrency must be at least 1")]
     ZeroConcurrency,
@@ -151,6 +154,24 @@ pub struct OptimizerSettings {
     /// Probability of exploring a random config (0 disables).
     #[arg(long, env = "INFRAMIND_EXPLORATION_RATE", default_value_t = DEFAULTS.exploration_rate)]
     pub exploration_rate: f64,
+    /// How exploring decisions pick: thompson (a drawn block of trees' argmin), epsilon (uniform
+    /// over the guarded candidates), off.
+    #[arg(long, env = "INFRAMIND_EXPLORATION", value_enum, default_value_t = ExplorationChoice::Thompson)]
+    pub exploration: ExplorationChoice,
+    /// Probability that a change beats the pod's own request needed to apply it.
+    #[arg(long, env = "INFRAMIND_MIN_CONFIDENCE", default_value_t = DEFAULTS.min_confidence)]
+    pub min_confidence: f64,
+}
+
+/// Exploration policy choice.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ExplorationChoice {
+    /// Thompson sampling over the forest's trees.
+    Thompson,
+    /// Uniform draws from the guarded candidates.
+    Epsilon,
+    /// Never explore.
+    Off,
 }
 
 /// Objective choice on the command line.
@@ -192,6 +213,9 @@ impl OptimizerSettings {
         if !(0.0..=1.0).contains(&self.exploration_rate) {
             return Err(ConfigError::ExplorationRate(self.exploration_rate));
         }
+        if !(0.0..=1.0).contains(&self.min_confidence) {
+            return Err(ConfigError::MinConfidence(self.min_confidence));
+        }
         if self.concurrency_step == 0 || self.default_concurrency == 0 {
             return Err(ConfigError::ZeroConcurrency);
         }
@@ -231,6 +255,12 @@ impl OptimizerSettings {
                 },
             },
             exploration_rate: self.exploration_rate,
+            exploration: match self.exploration {
+                ExplorationChoice::Thompson => Exploration::Thompson,
+                ExplorationChoice::Epsilon => Exploration::Epsilon,
+                ExplorationChoice::Off => Exploration::Off,
+            },
+            min_confidence: self.min_confidence,
         })
     }
 }

@@ -670,6 +670,16 @@ impl CompactForest {
             .collect()
     }
 
+    /// Every tree's output for every row: row-major, `n_rows × n_trees` (the optimizer's
+    /// posterior: one walk, from which means, pairwise win shares and Thompson draws all follow).
+    pub fn predict_per_tree(&self, rows: &[f64]) -> Vec<f64> {
+        let n_rows = rows.len() / self.n_features.max(1);
+        let n_trees = self.trees.len();
+        let mut out = vec![0.0; n_rows * n_trees];
+        self.walk(rows, |r, t, v| out[r * n_trees + t] = v);
+        out
+    }
+
     /// Every tree's output for one row, in tree order.
     pub fn tree_predictions(&self, row: &[f64]) -> Vec<f64> {
         let mut out = vec![0.0; self.trees.len()];

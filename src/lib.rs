@@ -7,6 +7,7 @@ pub mod admission;
 pub mod api;
 pub mod cli;
 pub mod client;
+pub mod closed_loop;
 pub mod config;
 pub mod controller;
 pub mod error;

@@ -111,6 +111,10 @@ pub struct ModelMeta {
     pub random_holdout: Metrics,
     /// Scores on the temporal holdout (newest 20 %).
     pub temporal_holdout: Metrics,
+    /// The optimizer's confidence against reality on the temporal holdout (absent in models
+    /// trained before it was measured).
+    #[serde(default)]
+    pub calibration: Option<crate::optimizer::calibration::Calibration>,
     /// Impurity-based importance per feature, highest first.
     pub importances: Vec<(String, f64)>,
     /// Data window.

@@ -212,6 +212,26 @@ pub struct Simulator {
     counter: u64,
 }
 
+/// A build about to be admitted: what the simulator knows (the admission sees only what a
+/// webhook would: pipeline, branch, node, request).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimAdmission {
+    /// Index of the pipeline's profile.
+    pub profile: usize,
+    /// Branch.
+    pub branch: String,
+    /// Node type.
+    pub node: String,
+    /// Cache hit ratio the build will see (hidden from the admission).
+    pub cache: f64,
+    /// Node speed factor (hidden from the admission).
+    pub speed: f64,
+    /// What the team's pod asks for.
+    pub requested: BuildConfig,
+    /// Start time.
+    pub now: DateTime<Utc>,
+}
+
 /// What actually happens when a build runs with a config.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Outcome {
@@ -356,6 +376,15 @@ impl Simulator {
 
     /// Simulates the next build: a random pipeline, branch and config at the next point in time.
     pub fn next_run(&mut self) -> RunRecord {
+        self.next_with(&mut |_| None).0
+    }
+
+    /// Simulates the next build with the config `choose` gives for its admission (`None`: the
+    /// team's own random pick, as `next_run`); also returns the admission it was given.
+    pub fn next_with(
+        &mut self,
+        choose: &mut dyn FnMut(&SimAdmission) -> Option<BuildConfig>,
+    ) -> (RunRecord, SimAdmission) {
         match self.opts.gap_s.clone() {
             None => self.now += Duration::minutes(self.rng.random_range(2..25)),
             Some(r) => self.now += Duration::seconds(self.rng.random_range(r)),
@@ -378,12 +407,22 @@ impl Simulator {
         };
         let cache = (cache + 0.04 * self.gauss()).clamp(0.0, 1.0);
         let typical = self.profiles[p].typical;
-        let config = self.pick_config(&typical);
+        let requested = self.pick_config(&typical);
         let (node, speed) = NODES[self.rng.random_range(0..NODES.len())];
         let selected =
             self.opts.node_selector >= 1.0 || self.rng.random_bool(self.opts.node_selector);
         let named_branch =
             self.opts.missing_branch <= 0.0 || !self.rng.random_bool(self.opts.missing_branch);
+        let admission = SimAdmission {
+            profile: p,
+            branch: branch.clone(),
+            node: node.to_string(),
+            cache,
+            speed,
+            requested,
+            now: self.now,
+        };
+        let config = choose(&admission).unwrap_or(requested);
         let out = self.run_outcome(p, &config, cache, speed);
         let profile = &self.profiles[p];
         let steps = profile.steps;
@@ -405,7 +444,7 @@ impl Simulator {
                 f.remove(0);
             }
         }
-        RunRecord {
+        let record = RunRecord {
             run_id: format!("sim-{:08}", self.counter),
             pipeline: name,
             branch: if named_branch {
@@ -433,7 +472,8 @@ impl Simulator {
             retry_count,
             oom_killed: out.oom,
             started_at: self.now,
-        }
+        };
+        (record, admission)
     }
 
     /// Simulates `n` builds.

@@ -46,6 +46,10 @@ pub struct PipelineStats {
     /// pipeline's latest `features::HISTORY_LOOKBACK` successful runs, as training does.
     #[serde(skip)]
     pub history: PipelineHistory,
+    /// Which snapshot these stats are, unique per process (set where stats are published for
+    /// serving; 0 = unversioned, which decision caches never cache).
+    #[serde(skip)]
+    pub generation: u64,
 }
 
 /// The `q` quantile (0..=1) by linear interpolation, as numpy's default.
@@ -98,6 +102,7 @@ impl PipelineStats {
                 })
                 .collect(),
             history: PipelineHistory::from_runs(ok),
+            generation: 0,
         }
     }
 }

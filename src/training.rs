@@ -14,6 +14,7 @@ use crate::features::{
 use crate::forest::ForestError;
 use crate::forest::{train, ForestParams, TrainedForest};
 use crate::model::{Model, ModelDir, ModelMeta, TrainingWindow, ARTIFACT_FORMAT_VERSION};
+use crate::optimizer::calibration::calibrate;
 use crate::record::RunRecord;
 use crate::telemetry::Store;
 
@@ -114,7 +115,7 @@ fn fit_split(
     data: &Dataset,
     split: Split,
     spec: &TrainingSpec,
-) -> std::result::Result<(TrainedForest, Metrics), TrainingError> {
+) -> std::result::Result<(TrainedForest, Metrics, Dataset), TrainingError> {
     let (train_idx, test_idx) = split_indices(
         &data.started_at,
         split,
@@ -125,10 +126,8 @@ fn fit_split(
     let test_set = data.select(&test_idx);
     let trained = train(&train_set.x, N_FEATURES, &train_set.y, &spec.params)?;
     let pred = trained.forest.predict(&test_set.x);
-    Ok((
-        trained,
-        Metrics::score(&test_set.x, &test_set.y, &pred, train_set.len()),
-    ))
+    let metrics = Metrics::score(&test_set.x, &test_set.y, &pred, train_set.len());
+    Ok((trained, metrics, test_set))
 }
 
 /// Fits and evaluates a model on `window` (with `warmup` feeding the history features).
@@ -156,11 +155,16 @@ pub fn fit(
         Split::Temporal => Split::Random,
     };
     progress(Stage::Fitting(spec.split));
-    let (served, served_metrics) = fit_split(&data, spec.split, spec)?;
+    let (served, served_metrics, served_test) = fit_split(&data, spec.split, spec)?;
     progress(Stage::Evaluated(spec.split, served_metrics));
     progress(Stage::Fitting(other));
-    let (_, other_metrics) = fit_split(&data, other, spec)?;
+    let (other_forest, other_metrics, other_test) = fit_split(&data, other, spec)?;
     progress(Stage::Evaluated(other, other_metrics));
+    // The optimizer's confidence, checked on the temporal holdout: how the model is used.
+    let calibration = Some(match spec.split {
+        Split::Temporal => calibrate(&served.forest, &served_test),
+        Split::Random => calibrate(&other_forest.forest, &other_test),
+    });
     let (random_holdout, temporal_holdout) = match spec.split {
         Split::Random => (served_metrics, other_metrics),
         Split::Temporal => (other_metrics, served_metrics),
@@ -186,6 +190,7 @@ pub fn fit(
         split: spec.split,
         random_holdout,
         temporal_holdout,
+        calibration,
         importances,
         window: TrainingWindow {
             pipeline: spec.pipeline.clone(),
@@ -278,6 +283,17 @@ pub(crate) mod tests {
         );
         assert_eq!(meta.importances.len(), N_FEATURES);
         assert!(meta.importances.windows(2).all(|w| w[0].1 >= w[1].1));
+        // The confidence calibration is measured on the temporal holdout and kept in the JSON.
+        let c = meta.calibration.clone().expect("a calibration table");
+        eprintln!(
+            "calibration on simulated builds: {}",
+            serde_json::to_string(&c).unwrap()
+        );
+        assert!(c.pairs > 50, "{c:?}");
+        assert!(c.confident_observed.unwrap() >= 0.8, "{c:?}");
+        assert_eq!(c.bins.iter().map(|b| b.pairs).sum::<usize>(), c.pairs);
+        let json = serde_json::to_value(&meta).unwrap();
+        assert_eq!(json["calibration"]["pairs"], c.pairs);
     }
 
     #[test]

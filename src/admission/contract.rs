@@ -33,6 +33,10 @@ pub const PREDICTED_DURATION: &str = "inframind.io/predicted-duration-seconds";
 pub const CONFIDENCE: &str = "inframind.io/confidence";
 /// Whether the decision explored.
 pub const EXPLORED: &str = "inframind.io/explored";
+/// Which policy chose: `argmin`, `thompson`, `epsilon`, or a cold start.
+pub const POLICY: &str = "inframind.io/policy";
+/// P(the chosen config beats the pod's own request).
+pub const CONFIDENCE_VS_REQUEST: &str = "inframind.io/confidence-vs-request";
 /// One line saying why.
 pub const RATIONALE: &str = "inframind.io/rationale";
 /// The build container's requests, limits and concurrency before the change (JSON).

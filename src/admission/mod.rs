@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use crate::model::Model;
 use crate::optimizer::recommender::Recommender;
-use crate::optimizer::Decision;
+use crate::optimizer::{describe, Action, Decision};
 use crate::stats::PipelineStats;
 use patch::{annotation_ops, original, resource_ops};
 use quantity::{format_cpu, format_mem};
@@ -26,6 +26,12 @@ use quantity::{format_cpu, format_mem};
 pub use contract::{
     DECISION_ANNOTATION, DEFAULT_CONCURRENCY_ENV, DRY_RUN_ANNOTATION, SKIP_ANNOTATION,
 };
+
+/// Where a pod may land, as bounds on its decision: the webhook's Node watch implements it.
+pub trait NodeBounds: Send + Sync + std::fmt::Debug {
+    /// The largest allocatable cpu and memory among the nodes `pod` may land on, if known.
+    fn capacity_for(&self, pod: &Value) -> Option<crate::optimizer::NodeCapacity>;
+}
 
 /// `kind` of a request's object.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -113,6 +119,8 @@ pub enum Outcome {
     DryRun,
     /// Cold start on a pipeline with no history: annotated, left as requested.
     ColdStart,
+    /// Left as requested because no change was confidently better (or none was feasible).
+    Kept,
     /// Opted out, already handled, or nothing to act on.
     Unchanged,
     /// Not a Pod, or not a CREATE.
@@ -128,6 +136,7 @@ impl Outcome {
             Outcome::Mutated => "mutated",
             Outcome::DryRun => "dry_run",
             Outcome::ColdStart => "cold_start",
+            Outcome::Kept => "kept",
             Outcome::Unchanged => "unchanged",
             Outcome::Ignored => "ignored",
             Outcome::Error => "error",
@@ -142,10 +151,14 @@ pub struct Settings {
     pub dry_run: bool,
     /// Environment variables that carry the build concurrency.
     pub concurrency_env: Vec<String>,
-    /// Apply the default baseline to pipelines with no history (otherwise they are only annotated).
+    /// On cold starts (no model, or a pipeline it never saw) apply the guarded baseline
+    /// (otherwise the pod keeps its request and is only annotated).
     pub cold_start_apply_defaults: bool,
     /// Assembles decisions (the same way the API and the CLI do).
     pub recommender: Recommender,
+    /// Nodes from the Node watch: each decision is bounded by the largest node the pod may land
+    /// on (configured node bounds, when set, override them).
+    pub nodes: Option<Arc<dyn NodeBounds>>,
 }
 
 impl Default for Settings {
@@ -158,6 +171,7 @@ impl Default for Settings {
                 .collect(),
             cold_start_apply_defaults: false,
             recommender: Recommender::default(),
+            nodes: None,
         }
     }
 }
@@ -239,7 +253,12 @@ pub fn decision_annotations(
     original: &patch::Original,
 ) -> Vec<(String, String)> {
     let a = |k: &str, v: String| (k.to_string(), capped(&v));
-    vec![
+    // Kept pods show what was proposed, so the recommendation can be judged.
+    let shown = match d.action {
+        Action::Apply => d.config,
+        Action::Unchanged => d.proposal.unwrap_or(d.config),
+    };
+    let mut notes = vec![
         a(contract::DECISION_ANNOTATION, what.to_string()),
         a(contract::PIPELINE, ctx.pipeline.clone()),
         a(contract::BRANCH, ctx.branch.clone()),
@@ -250,9 +269,9 @@ pub fn decision_annotations(
             contract::RECOMMENDATION,
             format!(
                 "cpu={} memory={} concurrency={}",
-                format_cpu(d.config.cpu),
-                format_mem(d.config.mem_gb),
-                d.config.concurrency
+                format_cpu(shown.cpu),
+                format_mem(shown.mem_gb),
+                shown.concurrency
             ),
         ),
         a(
@@ -266,12 +285,49 @@ pub fn decision_annotations(
         ),
         a(contract::CONFIDENCE, format!("{:.2}", d.confidence)),
         a(contract::EXPLORED, d.explored.to_string()),
+        a(contract::POLICY, d.policy.name().to_string()),
         a(contract::RATIONALE, d.rationale.clone()),
         a(
             contract::ORIGINAL,
             serde_json::to_string(original).unwrap_or_default(),
         ),
-    ]
+    ];
+    if let Some(r) = d.request_confidence.filter(|_| d.request.is_some()) {
+        notes.push(a(contract::CONFIDENCE_VS_REQUEST, format!("{r:.2}")));
+    }
+    if let Some(reason) = &d.reason {
+        notes.push(a(contract::REASON, reason.clone()));
+    }
+    notes
+}
+
+/// What the build container asked for, if it asked for cpu or memory: missing memory from the
+/// configured defaults, missing concurrency one job per requested core (`make -j$(nproc)`).
+pub fn requested(
+    original: &patch::Original,
+    defaults: &crate::BuildConfig,
+) -> Option<crate::BuildConfig> {
+    let read = |key: &str, parse: fn(&str) -> Option<f64>| {
+        original.requests.get(key).and_then(|v| match v {
+            Value::String(s) => parse(s),
+            Value::Number(n) => n.as_f64(),
+            _ => None,
+        })
+    };
+    let cpu = read("cpu", quantity::parse_cpu).filter(|c| *c > 0.0);
+    let mem = read("memory", quantity::parse_mem_gb).filter(|m| *m > 0.0);
+    if cpu.is_none() && mem.is_none() {
+        return None;
+    }
+    let cpu = cpu.unwrap_or(defaults.cpu);
+    Some(crate::BuildConfig {
+        cpu,
+        mem_gb: mem.unwrap_or(defaults.mem_gb),
+        concurrency: original
+            .concurrency
+            .filter(|j| *j > 0)
+            .unwrap_or(cpu.ceil().max(1.0) as u32),
+    })
 }
 
 fn encode(ops: &[json_patch::PatchOperation]) -> Option<String> {
@@ -316,17 +372,41 @@ pub fn admit(
         .to_string();
     let stats = stats(&ctx.pipeline);
     let seed = Recommender::seed(uid);
-    let decision = settings
-        .recommender
-        .recommend(&ctx, stats.as_deref(), model, now, seed);
     let before = original(pod, i, &settings.concurrency_env);
+    let request = requested(&before, &settings.recommender.optimizer.config.defaults);
+    let node = settings
+        .nodes
+        .as_ref()
+        .and_then(|pool| pool.capacity_for(pod));
+    let mut decision = settings.recommender.recommend_for(
+        &ctx,
+        request.as_ref(),
+        node,
+        stats.as_deref(),
+        model,
+        now,
+        seed,
+    );
+    // The operator's opt-in: cold starts run the guarded baseline rather than the request.
+    if settings.cold_start_apply_defaults && decision.cold_start {
+        if let (Action::Unchanged, Some(p)) = (decision.action, decision.proposal) {
+            decision.action = Action::Apply;
+            decision.config = p;
+            decision.reason = None;
+            decision.rationale = format!(
+                "cold start: the guarded baseline {} applied (cold-start-apply-defaults)",
+                describe(&p)
+            );
+        }
+    }
 
-    let no_history = stats.is_none() && decision.cold_start && !settings.cold_start_apply_defaults;
+    let no_history = stats.is_none() && decision.cold_start && decision.action == Action::Unchanged;
     let dry_run = settings.dry_run || meta.flag(DRY_RUN_ANNOTATION);
-    let (what, outcome) = match (no_history, dry_run) {
-        (true, _) => ("unchanged", Outcome::ColdStart),
-        (false, true) => ("dry-run", Outcome::DryRun),
-        (false, false) => ("applied", Outcome::Mutated),
+    let (what, outcome) = match (no_history, decision.action, dry_run) {
+        (true, _, _) => ("unchanged", Outcome::ColdStart),
+        (false, Action::Unchanged, _) => ("unchanged", Outcome::Kept),
+        (false, Action::Apply, true) => ("dry-run", Outcome::DryRun),
+        (false, Action::Apply, false) => ("applied", Outcome::Mutated),
     };
     let mut ops = Vec::new();
     if outcome == Outcome::Mutated {
@@ -352,6 +432,7 @@ pub fn admit(
     }
     let mut notes = decision_annotations(&decision, what, &ctx, &container, &before);
     if no_history {
+        notes.retain(|(k, _)| k != "inframind.io/reason");
         notes.push((
             contract::REASON.into(),
             "no history for this pipeline yet: left as requested".into(),

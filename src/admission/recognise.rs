@@ -10,11 +10,33 @@
 //! | image | `inframind.io/image`; else the build container's image |
 //! | node type | `inframind.io/node-type`; else the pod's nodeSelector `node.kubernetes.io/instance-type` (or the beta key); else `unknown` |
 //! | container | annotation `inframind.io/container`; else the first container that is not a known sidecar |
+//!
+//! Every recognised string is capped at `MAX_RECOGNISED_LEN` bytes (longer ones keep their head
+//! and end in a hash of the whole), so the decision cache, the annotations and the reporter's
+//! environment carry at most that much per string, whatever a pod brings.
 
 use serde_json::Value;
 
 use super::contract;
 use crate::BuildContext;
+
+/// Longest recognised string kept as is, bytes.
+pub const MAX_RECOGNISED_LEN: usize = 128;
+
+/// `s` within `MAX_RECOGNISED_LEN`: as is when short enough; else its head, `~`, and the first
+/// 16 hex digits of the SHA-256 of the whole (distinct long names stay distinct, stably).
+pub fn bounded(s: String) -> String {
+    if s.len() <= MAX_RECOGNISED_LEN {
+        return s;
+    }
+    use sha2::Digest;
+    let digest = hex::encode(&sha2::Sha256::digest(s.as_bytes())[..8]);
+    let mut head = MAX_RECOGNISED_LEN - digest.len() - 1;
+    while !s.is_char_boundary(head) {
+        head -= 1;
+    }
+    format!("{}~{digest}", &s[..head])
+}
 
 /// Annotation naming the build container explicitly.
 pub const CONTAINER_ANNOTATION: &str = contract::CONTAINER;
@@ -272,10 +294,10 @@ pub fn context(pod: &Value, container: usize) -> Option<BuildContext> {
         .unwrap_or(crate::record::UNKNOWN)
         .to_string();
     Some(BuildContext {
-        pipeline,
-        branch: branch(&meta).unwrap_or_else(|| crate::record::UNKNOWN.to_string()),
-        image,
-        node,
+        pipeline: bounded(pipeline),
+        branch: bounded(branch(&meta).unwrap_or_else(|| crate::record::UNKNOWN.to_string())),
+        image: bounded(image),
+        node: bounded(node),
     })
 }
 
@@ -283,6 +305,24 @@ pub fn context(pod: &Value, container: usize) -> Option<BuildContext> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn long_strings_are_capped_with_a_hash_of_the_whole() {
+        let short = "acme/api".to_string();
+        assert_eq!(bounded(short.clone()), short);
+        let a = "é".repeat(600);
+        let b = format!("{}x", "é".repeat(599));
+        let (ca, cb) = (bounded(a.clone()), bounded(b));
+        assert!(ca.len() <= MAX_RECOGNISED_LEN && cb.len() <= MAX_RECOGNISED_LEN);
+        assert_ne!(ca, cb, "distinct long names stay distinct");
+        assert_eq!(ca, bounded(a), "stable");
+        let p = pod(
+            json!({"inframind.io/pipeline": "p"}),
+            json!({"inframind.io/branch": "b".repeat(1 << 20)}),
+            json!([{"name": "build", "image": "i"}]),
+        );
+        assert_eq!(context(&p, 0).unwrap().branch.len(), MAX_RECOGNISED_LEN);
+    }
 
     fn pod(labels: Value, annotations: Value, containers: Value) -> Value {
         json!({"metadata": {"labels": labels, "annotations": annotations, "generateName": "x-"}, "spec": {"containers": containers}})

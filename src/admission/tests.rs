@@ -87,12 +87,51 @@ fn non_pods_updates_and_opt_outs_are_left_alone() {
     }
 }
 
+fn opted_in() -> Settings {
+    Settings {
+        cold_start_apply_defaults: true,
+        ..Settings::default()
+    }
+}
+
 #[test]
-fn a_pipeline_with_history_is_right_sized_without_a_model() {
+fn without_a_model_the_request_is_kept_with_the_proposal_shown() {
     let pod = build_pod(json!({"team": "x"}));
     let a = run(
         &request("CREATE", "Pod", pod.clone()),
         &Settings::default(),
+        Some(history()),
+    );
+    assert_eq!(a.outcome, Outcome::Kept);
+    let out = patched(&pod, &a);
+    assert_eq!(out["spec"], pod["spec"], "kept as requested");
+    let notes = &out["metadata"]["annotations"];
+    assert_eq!(notes["inframind.io/decision"], "unchanged");
+    assert_eq!(
+        notes["inframind.io/recommendation"],
+        "cpu=3 memory=6Gi concurrency=3"
+    );
+    let reason = notes["inframind.io/reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("kept: cold start (no model loaded yet)"),
+        "{reason}"
+    );
+    assert_eq!(
+        a.decision.unwrap().request,
+        Some(BuildConfig {
+            cpu: 2.0,
+            mem_gb: 4.0,
+            concurrency: 2
+        })
+    );
+}
+
+#[test]
+fn a_pipeline_with_history_is_right_sized_without_a_model_when_opted_in() {
+    let pod = build_pod(json!({"team": "x"}));
+    let a = run(
+        &request("CREATE", "Pod", pod.clone()),
+        &opted_in(),
         Some(history()),
     );
     assert_eq!(a.outcome, Outcome::Mutated);
@@ -108,6 +147,7 @@ fn a_pipeline_with_history_is_right_sized_without_a_model() {
     assert_eq!(notes["team"], "x");
     assert_eq!(notes["inframind.io/decision"], "applied");
     assert_eq!(notes["inframind.io/model-version"], "none");
+    assert!(notes.get("inframind.io/reason").is_none());
     assert_eq!(
         serde_json::from_str::<Value>(notes["inframind.io/original"].as_str().unwrap()).unwrap(),
         json!({"requests": {"cpu": "2", "memory": "4Gi"}})
@@ -117,12 +157,131 @@ fn a_pipeline_with_history_is_right_sized_without_a_model() {
         .unwrap()
         .contains("cold start"));
     // Re-invocation on the mutated pod changes nothing.
-    let again = run(
-        &request("CREATE", "Pod", out),
-        &Settings::default(),
+    let again = run(&request("CREATE", "Pod", out), &opted_in(), Some(history()));
+    assert!(again.response.patch.is_none());
+}
+
+#[test]
+fn a_model_change_is_kept_below_the_confidence_gate_and_annotated() {
+    // A real model trained on simulated builds of acme/api.
+    let now = chrono::Utc::now();
+    let runs = crate::simulate::demo_runs(600, now, 4);
+    let ok: Vec<_> = runs.iter().filter(|r| r.success).cloned().collect();
+    let spec = crate::training::TrainingSpec {
+        params: crate::forest::ForestParams {
+            n_trees: 12,
+            max_depth: Some(8),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let (model, _) = crate::training::fit(&[], &ok, &spec, "vgate", now, &mut |_| {}).unwrap();
+    let mine: Vec<_> = runs
+        .iter()
+        .filter(|r| r.pipeline == "acme/api")
+        .cloned()
+        .collect();
+    let stats = Arc::new(PipelineStats::from_runs("acme/api", &mine));
+    let pod = build_pod(json!({}));
+    let gate = |min_confidence: f64| Settings {
+        recommender: crate::optimizer::recommender::Recommender::new(
+            crate::optimizer::Optimizer::new(crate::optimizer::OptimizerConfig {
+                exploration_rate: 0.0,
+                min_confidence,
+                ..Default::default()
+            }),
+        ),
+        ..Settings::default()
+    };
+    let s = stats.clone();
+    let never = admit(
+        &request("CREATE", "Pod", pod.clone()),
+        &gate(1.01),
+        Some(&model),
+        &move |_| Some(s.clone()),
+        now,
+    );
+    assert_eq!(never.outcome, Outcome::Kept);
+    let d = never.decision.clone().unwrap();
+    let out = patched(&pod, &never);
+    assert_eq!(out["spec"], pod["spec"]);
+    let notes = &out["metadata"]["annotations"];
+    let reason = notes["inframind.io/reason"].as_str().unwrap();
+    assert!(reason.starts_with("kept: "), "{reason}");
+    if d.proposal != d.request {
+        assert!(
+            reason.contains("confidence that") && reason.contains("beats the requested"),
+            "{reason}"
+        );
+        assert_eq!(
+            notes["inframind.io/confidence-vs-request"],
+            format!("{:.2}", d.request_confidence.unwrap())
+        );
+        // With no gate the same proposal is applied.
+        let s = stats.clone();
+        let always = admit(
+            &request("CREATE", "Pod", pod.clone()),
+            &gate(0.0),
+            Some(&model),
+            &move |_| Some(s.clone()),
+            now,
+        );
+        assert_eq!(always.outcome, Outcome::Mutated);
+        assert_eq!(always.decision.unwrap().config, d.proposal.unwrap());
+    }
+}
+
+#[test]
+fn the_request_is_read_from_the_build_container() {
+    let defaults = crate::optimizer::DEFAULT_BASELINE;
+    let o = |requests: Value, concurrency: Option<u32>| patch::Original {
+        requests: requests.as_object().unwrap().clone(),
+        limits: Default::default(),
+        concurrency,
+    };
+    assert_eq!(
+        requested(
+            &o(json!({"cpu": "1500m", "memory": "3Gi"}), Some(6)),
+            &defaults
+        ),
+        Some(BuildConfig {
+            cpu: 1.5,
+            mem_gb: 3.0,
+            concurrency: 6
+        })
+    );
+    // Concurrency defaults to one job per requested core; memory to the configured default.
+    assert_eq!(
+        requested(&o(json!({"cpu": 3}), None), &defaults),
+        Some(BuildConfig {
+            cpu: 3.0,
+            mem_gb: 8.0,
+            concurrency: 3
+        })
+    );
+    assert_eq!(requested(&o(json!({}), Some(4)), &defaults), None);
+}
+
+#[test]
+fn a_huge_branch_cannot_push_the_annotations_past_the_api_limit() {
+    let mut pod = build_pod(json!({"inframind.io/branch": "x".repeat(1 << 20)}));
+    pod["metadata"]["annotations"]["inframind.io/branch"] = json!("x".repeat(1 << 20));
+    let a = run(
+        &request("CREATE", "Pod", pod.clone()),
+        &opted_in(),
         Some(history()),
     );
-    assert!(again.response.patch.is_none());
+    let out = patched(&pod, &a);
+    let branch = out["metadata"]["annotations"]["inframind.io/branch"]
+        .as_str()
+        .unwrap();
+    assert_eq!(branch.len(), recognise::MAX_RECOGNISED_LEN);
+    let env = serde_json::to_string(&out["spec"]["containers"][0]["env"]).unwrap();
+    assert!(
+        env.len() < 4096,
+        "the reporter env carries the capped branch: {} bytes",
+        env.len()
+    );
 }
 
 #[test]
@@ -130,7 +289,7 @@ fn dry_run_and_cold_start_only_annotate() {
     let pod = build_pod(json!({"inframind.io/dry-run": "true"}));
     let a = run(
         &request("CREATE", "Pod", pod.clone()),
-        &Settings::default(),
+        &opted_in(),
         Some(history()),
     );
     assert_eq!(a.outcome, Outcome::DryRun);
@@ -169,11 +328,7 @@ fn dry_run_and_cold_start_only_annotate() {
 fn doubtful_pods_are_admitted_unchanged_with_a_warning() {
     let mut pod = build_pod(json!({}));
     pod["spec"]["containers"][0]["resources"]["limits"] = json!({"memory": "a lot"});
-    let a = run(
-        &request("CREATE", "Pod", pod),
-        &Settings::default(),
-        Some(history()),
-    );
+    let a = run(&request("CREATE", "Pod", pod), &opted_in(), Some(history()));
     assert_eq!(a.outcome, Outcome::Error);
     assert!(a.response.patch.is_none());
     assert!(a.response.warnings[0].contains("unreadable memory"));

@@ -259,6 +259,43 @@ impl Guards {
         })
     }
 
+    /// Why no config at all can satisfy the floors within the bounds, if so.
+    ///
+    /// Every floor grows with concurrency and a candidate's values only rise to meet them, so
+    /// when the least config (fewest jobs, least cpu and memory) fails, every config does.
+    pub fn infeasible(&self) -> Option<String> {
+        let b = &self.bounds;
+        let least = BuildConfig {
+            cpu: b.min_cpu,
+            mem_gb: b.min_mem_gb,
+            concurrency: b.min_concurrency,
+        };
+        if self.apply(least).is_some() {
+            return None;
+        }
+        let j = least
+            .concurrency
+            .clamp(1, b.max_concurrency.min(MAX_CONCURRENCY));
+        let cpu = ceil_to(1f64.max(j as f64 / JOBS_PER_CPU).max(b.min_cpu), CPU_UNIT);
+        if cpu > b.max_cpu + 1e-9 {
+            return Some(format!(
+                "cpu floor {} at -j{j} above the {} cpu bound",
+                super::trim(cpu),
+                super::trim(b.max_cpu)
+            ));
+        }
+        let mem = self
+            .memory
+            .rss_floor(j)
+            .max(self.memory.oom_floor(j, self.mem_step).unwrap_or(0.0))
+            .max(b.min_mem_gb);
+        Some(format!(
+            "memory floor {} GB at -j{j} above the {} GB bound",
+            super::trim((mem * 10.0).ceil() / 10.0),
+            super::trim(b.max_mem_gb)
+        ))
+    }
+
     /// Whether `c` satisfies every guard and bound (used by tests and as a final check).
     pub fn check(&self, c: &BuildConfig, confidence: f64) -> Result<(), String> {
         let b = &self.bounds;
@@ -431,5 +468,10 @@ mod tests {
             ..guards(&s)
         };
         assert!(g.apply(cfg(4.0, 8.0, 4)).is_none());
+        assert_eq!(
+            g.infeasible().as_deref(),
+            Some("memory floor 72 GB at -j1 above the 64 GB bound")
+        );
+        assert_eq!(guards(&PipelineStats::default()).infeasible(), None);
     }
 }

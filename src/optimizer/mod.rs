@@ -1,21 +1,34 @@
-//! The optimizer: a guarded argmin over the candidate grid, with confidence, exploration and a
-//! one-line rationale. Pure: context + pipeline stats + model (+ now, seed) → decision.
+//! The optimizer: a guarded argmin over the candidate grid, gated by the probability that it
+//! beats what the pod asked for, with exploration and a one-line rationale. Pure: context +
+//! request + pipeline stats + model (+ now, seed) → decision. `Optimizer::plan` walks the steps:
 //!
-//! 1. Baseline: the pipeline's last successful config, else the configured defaults.
-//! 2. Candidates: the baseline ± {-2..2} steps per dimension, clipped to the bounds.
-//! 3. Guards (`guards.rs`) raise each candidate to its floors or drop it.
-//! 4. The forest predicts every guarded candidate (mean and spread across trees) in one batch.
-//! 5. Candidates above 2× the historical concurrency need confidence > 0.8.
-//! 6. The objective's argmin wins, unless this decision explores (seeded draw).
+//! 1. `baseline`: the pipeline's last successful config, else the configured defaults.
+//! 2. `infeasible`: when no config can satisfy the floors within the bounds, the pod is admitted
+//!    unchanged with the reason (no path applies a config that breaks a guard).
+//! 3. `usable_model`: without a model, or for a pipeline it never saw, nothing is known to beat
+//!    the request: admitted unchanged, the guarded baseline shown as the proposal.
+//! 4. `candidates`: the baseline ± {-2..2} steps per dimension, the pod's own request and the
+//!    baseline itself, each through the guards (`guards.rs`), which raise or drop it.
+//! 5. `predict`: every tree's prediction for every candidate and for the raw baseline and
+//!    request, in one batch (`posterior.rs`).
+//! 6. `allowed`: candidates above 2× the historical concurrency need P(faster than the
+//!    baseline) > 0.8.
+//! 7. `argmin`: the objective's argmin among the allowed candidates.
+//! 8. `gate`: applied only when P(it beats the request) reaches `min_confidence`; otherwise the
+//!    pod keeps its request and the decision says why.
+//! 9. `arms`: what exploration may try, all from the allowed candidates.
 //!
-//! Without a model, or for a pipeline the model never saw, the guarded baseline is returned with
-//! confidence 0. The optimizer never fails: the worst case is the baseline within the bounds.
+//! `Plan::resolve` then draws, from the seed, whether and what this decision explores
+//! (`exploration.rs`): the only way a config is applied without the confidence gate.
 
 pub mod cache;
+pub mod calibration;
 pub mod candidates;
 pub mod exploration;
 pub mod guards;
 pub mod objective;
+pub mod plan;
+pub mod posterior;
 pub mod recommender;
 
 use chrono::{DateTime, Utc};
@@ -25,8 +38,14 @@ use crate::features::{context_features, with_config, BaseRow, PipelineHistory, N
 use crate::model::Model;
 use crate::stats::PipelineStats;
 use crate::{BuildConfig, BuildContext};
+pub use exploration::Exploration;
 use guards::{Guard, Guarded, Guards, MemoryModel, CONFIDENT};
-pub use objective::{confidence, Objective};
+pub use objective::Objective;
+pub use plan::{Arm, Plan};
+use posterior::Posterior;
+
+/// P(better than the request) a change needs by default before it is applied.
+pub const DEFAULT_MIN_CONFIDENCE: f64 = 0.6;
 
 /// Default baseline for a pipeline with no successful run: 4 cpu, 8 GB and 4 jobs (one job per
 /// requested core, the conventional `make -j$(nproc)`).
@@ -142,8 +161,12 @@ pub struct OptimizerConfig {
     pub node_capacity: Option<NodeCapacity>,
     /// What to minimise.
     pub objective: Objective,
-    /// Probability of exploring (0 disables).
+    /// Share of decisions that may explore (0 disables).
     pub exploration_rate: f64,
+    /// How an exploring decision picks its config.
+    pub exploration: Exploration,
+    /// P(better than the request) a change needs to be applied.
+    pub min_confidence: f64,
 }
 
 impl Default for OptimizerConfig {
@@ -155,6 +178,8 @@ impl Default for OptimizerConfig {
             node_capacity: None,
             objective: Objective::Duration,
             exploration_rate: 0.15,
+            exploration: Exploration::Thompson,
+            min_confidence: DEFAULT_MIN_CONFIDENCE,
         }
     }
 }
@@ -169,26 +194,92 @@ pub enum BaselineSource {
     Defaults,
 }
 
+impl BaselineSource {
+    fn describe(self) -> &'static str {
+        match self {
+            BaselineSource::LastSuccess => "last successful run",
+            BaselineSource::Defaults => "defaults",
+        }
+    }
+}
+
+/// What to do with the pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Run with `config`.
+    Apply,
+    /// Leave the pod as requested (`reason` says why).
+    #[default]
+    Unchanged,
+}
+
+/// Who chose the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// Nobody: no model, or nothing feasible.
+    #[default]
+    None,
+    /// The objective's argmin over the forest's mean predictions.
+    Argmin,
+    /// Thompson sampling: the argmin under one drawn tree.
+    Thompson,
+    /// Epsilon-greedy: a uniform draw from the guarded candidates.
+    Epsilon,
+}
+
+impl Policy {
+    /// Short name for annotations.
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::None => "none",
+            Policy::Argmin => "argmin",
+            Policy::Thompson => "thompson",
+            Policy::Epsilon => "epsilon",
+        }
+    }
+}
+
 /// A recommendation and why.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
-    /// The config to run with.
+    /// Apply `config`, or leave the pod as requested.
+    #[serde(default)]
+    pub action: Action,
+    /// The config the build runs with: the chosen one when applied; the request (else the
+    /// baseline) when unchanged.
     pub config: BuildConfig,
+    /// The best guarded candidate, when one was found (applied, or shown when kept).
+    #[serde(default)]
+    pub proposal: Option<BuildConfig>,
+    /// The pod's own request, when there is a pod.
+    #[serde(default)]
+    pub request: Option<BuildConfig>,
     /// The baseline it was chosen around.
     pub baseline: BuildConfig,
     /// Where the baseline came from.
     pub baseline_source: BaselineSource,
-    /// Predicted duration of `config`, seconds (none on the cold-start path).
+    /// Predicted duration of the proposal, seconds (none without a model).
     pub predicted_duration_s: Option<f64>,
-    /// Predicted duration of the (guarded) baseline, seconds.
+    /// Predicted duration of the baseline, seconds.
     pub baseline_duration_s: Option<f64>,
-    /// Confidence in the prediction, 0..=1.
+    /// Predicted duration of the request, seconds.
+    #[serde(default)]
+    pub request_duration_s: Option<f64>,
+    /// P(the proposal is faster than the baseline): the share of trees that predict it faster.
     pub confidence: f64,
-    /// Whether this decision explored a random config.
+    /// P(the proposal beats the request under the objective), the gate's measure.
+    #[serde(default)]
+    pub request_confidence: Option<f64>,
+    /// Whether this decision explored.
     pub explored: bool,
+    /// Who chose.
+    #[serde(default)]
+    pub policy: Policy,
     /// Whether the model was bypassed (no model, or a pipeline it never saw).
     pub cold_start: bool,
-    /// Guards that moved the chosen config.
+    /// Guards that moved the proposal.
     pub guards: Vec<Guard>,
     /// Candidates scored.
     pub candidates: usize,
@@ -196,6 +287,9 @@ pub struct Decision {
     pub model_version: Option<String>,
     /// Objective name.
     pub objective: String,
+    /// Why the pod is left unchanged, when it is.
+    #[serde(default)]
+    pub reason: Option<String>,
     /// One line: why this config.
     pub rationale: String,
 }
@@ -210,6 +304,28 @@ pub fn describe(c: &BuildConfig) -> String {
     )
 }
 
+/// `a` and `b` shown only in the dimensions where they differ (`cpu 1` vs `cpu 4`).
+pub fn difference(a: &BuildConfig, b: &BuildConfig) -> (String, String) {
+    let mut x = Vec::new();
+    let mut y = Vec::new();
+    if a.cpu != b.cpu {
+        x.push(format!("cpu {}", trim(a.cpu)));
+        y.push(format!("cpu {}", trim(b.cpu)));
+    }
+    if a.mem_gb != b.mem_gb {
+        x.push(format!("mem {}GB", trim(a.mem_gb)));
+        y.push(format!("mem {}GB", trim(b.mem_gb)));
+    }
+    if a.concurrency != b.concurrency {
+        x.push(format!("-j{}", a.concurrency));
+        y.push(format!("-j{}", b.concurrency));
+    }
+    if x.is_empty() {
+        return (describe(a), describe(b));
+    }
+    (x.join(", "), y.join(", "))
+}
+
 fn trim(x: f64) -> String {
     let s = format!("{x:.3}");
     s.trim_end_matches('0').trim_end_matches('.').to_string()
@@ -222,11 +338,19 @@ pub struct Optimizer {
     pub config: OptimizerConfig,
 }
 
+/// Rows of the prediction batch: the candidates, then the raw baseline and request.
 struct Scored {
-    guarded: Guarded,
-    mean: f64,
-    confidence: f64,
-    score: f64,
+    candidates: Vec<Guarded>,
+    posterior: Posterior,
+    baseline_row: usize,
+    request_row: Option<usize>,
+}
+
+impl Scored {
+    /// The row the gate compares against: the request, else the baseline.
+    fn reference(&self) -> usize {
+        self.request_row.unwrap_or(self.baseline_row)
+    }
 }
 
 impl Optimizer {
@@ -235,12 +359,113 @@ impl Optimizer {
         Optimizer { config }
     }
 
-    fn guards(&self, stats: Option<&PipelineStats>) -> Guards {
+    /// The guards for a pipeline with `stats`, within the configured and node bounds.
+    pub fn guards(&self, stats: Option<&PipelineStats>) -> Guards {
         Guards {
             memory: MemoryModel::from_stats(stats),
             max_success_concurrency: stats.and_then(|s| s.max_success_concurrency),
             bounds: self.config.bounds.within_node(self.config.node_capacity),
             mem_step: self.config.steps.mem_gb,
+        }
+    }
+
+    /// Decides the config for a build with no pod request (CLI, API): the baseline stands in
+    /// for the request. Never fails.
+    pub fn decide(
+        &self,
+        ctx: &BuildContext,
+        stats: Option<&PipelineStats>,
+        model: Option<&Model>,
+        now: DateTime<Utc>,
+        seed: u64,
+    ) -> Decision {
+        self.decide_for(ctx, None, stats, model, now, seed)
+    }
+
+    /// Decides the config for a pod that asked for `request`. Never fails.
+    pub fn decide_for(
+        &self,
+        ctx: &BuildContext,
+        request: Option<&BuildConfig>,
+        stats: Option<&PipelineStats>,
+        model: Option<&Model>,
+        now: DateTime<Utc>,
+        seed: u64,
+    ) -> Decision {
+        self.plan(ctx, request, stats, model, now)
+            .resolve(&self.config, seed)
+    }
+
+    /// Everything about a decision that does not depend on the seed (what the cache keeps).
+    pub fn plan(
+        &self,
+        ctx: &BuildContext,
+        request: Option<&BuildConfig>,
+        stats: Option<&PipelineStats>,
+        model: Option<&Model>,
+        now: DateTime<Utc>,
+    ) -> Plan {
+        let guards = self.guards(stats);
+        let d = self.baseline(stats, &guards, request, model);
+        if let Some(why) = guards.infeasible() {
+            let reason = format!("infeasible: {why}");
+            return Plan::fixed(keep(d, reason, None));
+        }
+        let model = match usable_model(ctx, model) {
+            Ok(m) => m,
+            Err(why) => return Plan::fixed(self.cold_start(d, &guards, &why)),
+        };
+        let candidates = self.candidates(&guards, &d);
+        let scored = self.predict(ctx, stats, model, now, candidates, &d);
+        let (allowed, held_back) = allowed(&scored);
+        let Some(best) = self.argmin(&scored, &allowed) else {
+            let reason = "kept: no candidate is safe at the model's confidence".to_string();
+            return Plan::fixed(keep(d, reason, None));
+        };
+        let exploit = self.gate(d, &scored, best, held_back);
+        let (arms, tree_choice) = self.arms(&scored, &allowed);
+        Plan {
+            exploit,
+            arms,
+            tree_choice,
+        }
+    }
+
+    /// Step 1: the baseline (last success, else defaults, clipped) and the decision skeleton:
+    /// unchanged, the request (else the baseline) as the config.
+    fn baseline(
+        &self,
+        stats: Option<&PipelineStats>,
+        guards: &Guards,
+        request: Option<&BuildConfig>,
+        model: Option<&Model>,
+    ) -> Decision {
+        let (raw, baseline_source) = match stats.and_then(|s| s.last_success) {
+            Some(c) => (c, BaselineSource::LastSuccess),
+            None => (self.config.defaults, BaselineSource::Defaults),
+        };
+        let baseline = guards.bounds.clip(raw);
+        Decision {
+            action: Action::Unchanged,
+            config: request.copied().unwrap_or(baseline),
+            proposal: None,
+            request: request.copied(),
+            baseline,
+            baseline_source,
+            predicted_duration_s: None,
+            baseline_duration_s: None,
+            request_duration_s: None,
+            confidence: 0.0,
+            request_confidence: None,
+            explored: false,
+            policy: Policy::None,
+            cold_start: true,
+            guards: Vec::new(),
+            candidates: 0,
+            model_version: model.map(|m| m.version.clone()),
+            objective: self.config.objective.name().to_string(),
+            reason: None,
+            rationale: String::new(),
         }
     }
 
@@ -258,205 +483,223 @@ impl Optimizer {
             })
     }
 
-    /// Decides the config for a build. Never fails.
-    pub fn decide(
+    /// Step 3 (no usable model): nothing says a change beats the request, so the pod keeps it;
+    /// the guarded baseline is the proposal (applied only where the operator opted in).
+    fn cold_start(&self, mut d: Decision, guards: &Guards, why: &str) -> Decision {
+        let safe = self.safe_baseline(guards, &d.baseline);
+        d.proposal = safe.as_ref().map(|g| g.config);
+        d.guards = safe.map(|g| g.hits).unwrap_or_default();
+        let reason = format!(
+            "kept: cold start ({why}), no model confidence that a change beats the {}",
+            reference_name(&d)
+        );
+        keep(d, reason, None)
+    }
+
+    /// Step 4: the guarded grid around the baseline, the guarded request and the safe
+    /// baseline, without duplicates.
+    fn candidates(&self, guards: &Guards, d: &Decision) -> Vec<Guarded> {
+        let mut out: Vec<Guarded> = Vec::with_capacity(128);
+        let mut push = |g: Guarded| {
+            if !out.iter().any(|o| o.config == g.config) {
+                out.push(g);
+            }
+        };
+        for c in candidates::grid(&d.baseline, &self.config.steps, &guards.bounds) {
+            if let Some(g) = guards.apply(c) {
+                push(g);
+            }
+        }
+        if let Some(g) = d.request.and_then(|r| guards.apply(r)) {
+            push(g);
+        }
+        if let Some(g) = self.safe_baseline(guards, &d.baseline) {
+            push(g);
+        }
+        out
+    }
+
+    /// Step 5: every tree's prediction for the candidates, the raw baseline and the raw request.
+    fn predict(
         &self,
         ctx: &BuildContext,
         stats: Option<&PipelineStats>,
-        model: Option<&Model>,
+        model: &Model,
         now: DateTime<Utc>,
-        seed: u64,
-    ) -> Decision {
-        let guards = self.guards(stats);
-        let (raw_baseline, baseline_source) = match stats.and_then(|s| s.last_success) {
-            Some(c) => (c, BaselineSource::LastSuccess),
-            None => (self.config.defaults, BaselineSource::Defaults),
-        };
-        let baseline = guards.bounds.clip(raw_baseline);
-        let mut decision = Decision {
-            config: baseline,
-            baseline,
-            baseline_source,
-            predicted_duration_s: None,
-            baseline_duration_s: None,
-            confidence: 0.0,
-            explored: false,
-            cold_start: true,
-            guards: Vec::new(),
-            candidates: 0,
-            model_version: model.map(|m| m.version.clone()),
-            objective: self.config.objective.name().to_string(),
-            rationale: String::new(),
-        };
-        let source = match baseline_source {
-            BaselineSource::LastSuccess => "last successful run",
-            BaselineSource::Defaults => "defaults",
-        };
-        let model = match model {
-            Some(m) if m.encodings.knows_pipeline(&ctx.pipeline) => m,
-            other => {
-                let why = match other {
-                    None => "no model loaded yet".to_string(),
-                    Some(m) => format!(
-                        "pipeline {} is unknown to model {}",
-                        ctx.pipeline, m.version
-                    ),
-                };
-                return self.cold_start(
-                    decision,
-                    &guards,
-                    &format!(
-                        "cold start ({why}): baseline {} ({source})",
-                        describe(&baseline)
-                    ),
-                );
-            }
-        };
-        decision.cold_start = false;
-
-        let mut rng = exploration::rng(seed);
-        let explore = exploration::explores(&mut rng, self.config.exploration_rate);
-        let mut guarded: Vec<Guarded> = Vec::with_capacity(126);
-        for c in candidates::grid(&baseline, &self.config.steps, &guards.bounds) {
-            if let Some(g) = guards.apply(c) {
-                if !guarded.iter().any(|o| o.config == g.config) {
-                    guarded.push(g);
-                }
-            }
-        }
-        let safe_base = self.safe_baseline(&guards, &baseline);
-        let base_idx =
-            safe_base.as_ref().map(
-                |b| match guarded.iter().position(|g| g.config == b.config) {
-                    Some(i) => i,
-                    None => {
-                        guarded.push(b.clone());
-                        guarded.len() - 1
-                    }
-                },
-            );
-        let explored_idx = if explore {
-            let cap = guards
-                .max_success_concurrency
-                .map_or(u32::MAX, |h| h * guards::HISTORY_CONCURRENCY_FACTOR);
-            (0..8)
-                .find_map(|_| {
-                    guards
-                        .apply(exploration::random_config(
-                            &mut rng,
-                            &self.config.steps,
-                            &guards.bounds,
-                            cap,
-                        ))
-                        .filter(|g| !g.needs_confidence)
-                })
-                .map(|g| {
-                    guarded.push(g);
-                    guarded.len() - 1
-                })
-        } else {
-            None
-        };
-        if guarded.is_empty() {
-            return self.cold_start(
-                decision,
-                &guards,
-                &format!(
-                    "no candidate satisfies the guards within the bounds: baseline {} ({source})",
-                    describe(&baseline)
-                ),
-            );
-        }
-
+        candidates: Vec<Guarded>,
+        d: &Decision,
+    ) -> Scored {
+        // The same row the replay parity test checks against training.
         let base_row = admission_row(model, stats, ctx, now);
-        let mut rows = Vec::with_capacity(guarded.len() * N_FEATURES);
-        for g in &guarded {
-            rows.extend_from_slice(&with_config(&base_row, &g.config));
+        let mut configs: Vec<BuildConfig> = candidates.iter().map(|g| g.config).collect();
+        let baseline_row = configs.len();
+        configs.push(d.baseline);
+        let request_row = d.request.map(|r| {
+            configs.push(r);
+            configs.len() - 1
+        });
+        let mut rows = Vec::with_capacity(configs.len() * N_FEATURES);
+        for c in &configs {
+            rows.extend_from_slice(&with_config(&base_row, c));
         }
-        let predictions = model.forest.predict_with_spread(&rows);
-        let objective = self.config.objective;
-        let scored: Vec<Scored> = guarded
-            .into_iter()
-            .zip(predictions)
-            .map(|(g, (mean, std))| {
-                let confidence = confidence(mean, std);
-                let score = objective.score(&g.config, mean);
-                Scored {
-                    guarded: g,
-                    mean,
-                    confidence,
-                    score,
-                }
-            })
-            .collect();
-        decision.candidates = scored.len();
-        decision.baseline_duration_s = base_idx.map(|i| scored[i].mean);
-
-        let mut best: Option<usize> = None;
-        let mut held_back = false;
-        for (i, s) in scored.iter().enumerate() {
-            if Some(i) == explored_idx {
-                continue;
-            }
-            if s.guarded.needs_confidence && s.confidence <= CONFIDENT {
-                held_back |= best.is_none_or(|b| s.score < scored[b].score);
-                continue;
-            }
-            if best.is_none_or(|b| s.score < scored[b].score) {
-                best = Some(i);
-            }
+        let per_tree = model.forest.predict_per_tree(&rows);
+        let posterior = Posterior::new(
+            per_tree,
+            model.forest.n_trees(),
+            &configs,
+            &self.config.objective,
+        );
+        Scored {
+            candidates,
+            posterior,
+            baseline_row,
+            request_row,
         }
-        let chosen = match (explored_idx, best) {
-            (Some(e), _) => e,
-            (None, Some(b)) => b,
-            (None, None) => {
-                return self.cold_start(
-                    decision,
-                    &guards,
-                    &format!(
-                        "no candidate is safe at the model's confidence: baseline {} ({source})",
-                        describe(&baseline)
-                    ),
-                );
-            }
-        };
-        let s = &scored[chosen];
-        decision.config = s.guarded.config;
-        decision.predicted_duration_s = Some(s.mean);
-        decision.confidence = s.confidence;
-        decision.explored = explored_idx.is_some();
-        decision.guards = s.guarded.hits.clone();
-        if held_back && !decision.explored {
-            decision.guards.push(Guard::HistoricalConcurrency);
-        }
-        decision.guards.sort();
-        decision.guards.dedup();
-        decision.rationale = rationale(&decision, source);
-        decision
     }
 
-    fn cold_start(&self, mut d: Decision, guards: &Guards, why: &str) -> Decision {
-        match self.safe_baseline(guards, &d.baseline) {
-            Some(g) => {
-                d.config = g.config;
-                d.guards = g.hits;
-            }
-            None => d.config = d.baseline,
+    /// Step 7: the allowed candidate with the lowest mean objective score.
+    fn argmin(&self, s: &Scored, allowed: &[usize]) -> Option<usize> {
+        allowed
+            .iter()
+            .copied()
+            .min_by(|&a, &b| s.posterior.score(a).total_cmp(&s.posterior.score(b)))
+    }
+
+    /// Step 8: apply `best` only when it beats the request (else the baseline) with at least
+    /// `min_confidence`; otherwise keep the request and say why.
+    fn gate(&self, mut d: Decision, s: &Scored, best: usize, held_back: bool) -> Decision {
+        let p = &s.posterior;
+        let g = &s.candidates[best];
+        d.cold_start = false;
+        d.policy = Policy::Argmin;
+        d.candidates = s.candidates.len();
+        d.proposal = Some(g.config);
+        d.predicted_duration_s = Some(p.mean(best));
+        d.baseline_duration_s = Some(p.mean(s.baseline_row));
+        d.request_duration_s = s.request_row.map(|r| p.mean(r));
+        d.confidence = p.p_faster(best, s.baseline_row);
+        let beats = p.p_better(best, s.reference());
+        d.request_confidence = Some(beats);
+        d.guards = g.hits.clone();
+        if held_back {
+            d.guards.push(Guard::HistoricalConcurrency);
         }
-        d.confidence = 0.0;
-        d.predicted_duration_s = None;
-        d.explored = false;
-        d.rationale = if d.config == d.baseline {
-            format!("{why}; kept as is")
-        } else {
-            format!(
-                "{why}; guarded to {} ({})",
-                describe(&d.config),
-                guard_list(&d.guards)
-            )
-        };
+        d.guards.sort();
+        d.guards.dedup();
+        let reference = d.request.unwrap_or(d.baseline);
+        let what = reference_name(&d);
+        if g.config == reference {
+            let reason = format!("kept: the {what} is predicted best");
+            return keep(d, reason, Some(beats));
+        }
+        if beats < self.config.min_confidence {
+            let (mine, theirs) = difference(&g.config, &reference);
+            let reason =
+                format!("kept: {beats:.2} confidence that {mine} beats the {what} {theirs}");
+            return keep(d, reason, Some(beats));
+        }
+        d.action = Action::Apply;
+        d.config = g.config;
+        d.rationale = rationale(&d, "chose");
         d
     }
+
+    /// Step 9: what exploration may try. Epsilon draws from every allowed candidate; Thompson
+    /// from the argmin of each posterior draw (the mean of a block of a quarter of the trees, one
+    /// block per starting tree), so only those are kept (with each draw's pick).
+    fn arms(&self, s: &Scored, allowed: &[usize]) -> (Vec<Arm>, Vec<u16>) {
+        let arm = |i: usize| {
+            let g = &s.candidates[i];
+            Arm {
+                config: g.config,
+                hits: g.hits.clone(),
+                predicted_duration_s: s.posterior.mean(i),
+                confidence: s.posterior.p_faster(i, s.baseline_row),
+                request_confidence: s.posterior.p_better(i, s.reference()),
+            }
+        };
+        if self.config.exploration_rate <= 0.0 {
+            return (Vec::new(), Vec::new());
+        }
+        match self.config.exploration {
+            Exploration::Off => (Vec::new(), Vec::new()),
+            Exploration::Epsilon => (allowed.iter().map(|&i| arm(i)).collect(), Vec::new()),
+            Exploration::Thompson => {
+                let mut picked: Vec<usize> = Vec::new();
+                let mut choice = Vec::with_capacity(s.posterior.n_trees());
+                let block = s.posterior.n_trees().div_ceil(4);
+                for draw in s.posterior.block_argmins(allowed, block) {
+                    let Some(i) = draw else {
+                        return (Vec::new(), Vec::new());
+                    };
+                    let k = picked.iter().position(|&p| p == i).unwrap_or_else(|| {
+                        picked.push(i);
+                        picked.len() - 1
+                    });
+                    choice.push(k as u16);
+                }
+                (picked.into_iter().map(arm).collect(), choice)
+            }
+        }
+    }
+}
+
+/// Step 3: the model, if it knows this pipeline; else why not.
+fn usable_model<'m>(ctx: &BuildContext, model: Option<&'m Model>) -> Result<&'m Model, String> {
+    match model {
+        Some(m) if m.encodings.knows_pipeline(&ctx.pipeline) => Ok(m),
+        None => Err("no model loaded yet".to_string()),
+        Some(m) => Err(format!(
+            "pipeline {} is unknown to model {}",
+            ctx.pipeline, m.version
+        )),
+    }
+}
+
+/// Step 6: candidates the 2× historical concurrency guard lets through (those above it only
+/// with P(faster than the baseline) > 0.8), and whether it held back a better-scoring one.
+fn allowed(s: &Scored) -> (Vec<usize>, bool) {
+    let p = &s.posterior;
+    let mut out = Vec::with_capacity(s.candidates.len());
+    let mut best_held = f64::INFINITY;
+    for (i, g) in s.candidates.iter().enumerate() {
+        if g.needs_confidence && p.p_faster(i, s.baseline_row) <= CONFIDENT {
+            best_held = best_held.min(p.score(i));
+        } else {
+            out.push(i);
+        }
+    }
+    let best_allowed = out
+        .iter()
+        .map(|&i| p.score(i))
+        .fold(f64::INFINITY, f64::min);
+    (out, best_held < best_allowed)
+}
+
+/// "request" when the pod asked for something, else "baseline".
+fn reference_name(d: &Decision) -> &'static str {
+    if d.request.is_some() {
+        "requested"
+    } else {
+        "baseline"
+    }
+}
+
+/// `d` as an unchanged decision: the pod keeps its request (else the baseline), for `reason`.
+fn keep(mut d: Decision, reason: String, beats: Option<f64>) -> Decision {
+    d.action = Action::Unchanged;
+    d.config = d.request.unwrap_or(d.baseline);
+    d.request_confidence = beats.or(d.request_confidence);
+    d.rationale = format!(
+        "baseline {} ({}); {reason}{}",
+        describe(&d.baseline),
+        d.baseline_source.describe(),
+        d.proposal
+            .map(|p| format!("; proposal {}", describe(&p)))
+            .unwrap_or_default()
+    );
+    d.reason = Some(reason);
+    d
 }
 
 fn guard_list(g: &[Guard]) -> String {
@@ -470,7 +713,8 @@ fn guard_list(g: &[Guard]) -> String {
     }
 }
 
-fn rationale(d: &Decision, source: &str) -> String {
+/// The rationale of an applied decision; `how` says who chose ("chose", "explored …").
+fn rationale(d: &Decision, how: &str) -> String {
     let predicted = d.predicted_duration_s.unwrap_or(f64::NAN);
     let versus = match d.baseline_duration_s {
         Some(b) if b > 0.0 => format!(
@@ -479,16 +723,14 @@ fn rationale(d: &Decision, source: &str) -> String {
         ),
         _ => String::new(),
     };
-    let how = if d.explored {
-        "explored a random config"
-    } else if d.config == d.baseline {
-        "kept the baseline"
-    } else {
-        "chose"
+    let gate = match d.request_confidence {
+        Some(r) if d.request.is_some() => format!(", {r:.2} that it beats the request"),
+        _ => String::new(),
     };
     format!(
-        "baseline {} ({source}); {how} {}: predicted {predicted:.0}s{versus}, confidence {:.2}, objective {}; guards: {}",
+        "baseline {} ({}); {how} {}: predicted {predicted:.0}s{versus}, {:.2} confidence it is faster than the baseline{gate}, objective {}; guards: {}",
         describe(&d.baseline),
+        d.baseline_source.describe(),
         describe(&d.config),
         d.confidence,
         d.objective,

@@ -1,4 +1,4 @@
-//! What "best" means (duration or cost) and how sure the forest is about a prediction.
+//! What "best" means: duration, or cost (resources held for the duration plus the price of time).
 
 use serde::{Deserialize, Serialize};
 
@@ -37,16 +37,19 @@ impl Objective {
 
     /// Score of `config` predicted to take `seconds`: lower is better.
     pub fn score(&self, config: &BuildConfig, seconds: f64) -> f64 {
+        seconds * self.weight(config)
+    }
+
+    /// Score per second of duration for `config` (1 for the duration objective): every
+    /// objective is linear in duration, so per-tree comparisons need only this factor.
+    pub fn weight(&self, config: &BuildConfig) -> f64 {
         match *self {
-            Objective::Duration => seconds,
+            Objective::Duration => 1.0,
             Objective::Cost {
                 cpu_per_hour,
                 gb_per_hour,
                 time_per_hour,
-            } => {
-                seconds / 3600.0
-                    * (config.cpu * cpu_per_hour + config.mem_gb * gb_per_hour + time_per_hour)
-            }
+            } => (config.cpu * cpu_per_hour + config.mem_gb * gb_per_hour + time_per_hour) / 3600.0,
         }
     }
 
@@ -59,34 +62,9 @@ impl Objective {
     }
 }
 
-/// Coefficient of variation across trees at which confidence reaches 0.
-pub const CV_AT_ZERO_CONFIDENCE: f64 = 0.5;
-
-/// Confidence in a prediction from the trees' spread: `clamp(1 − (σ/μ) / 0.5, 0, 1)`.
-///
-/// σ/μ is the coefficient of variation of the 100 trees' predictions at that config: trees
-/// that agree within 10 % give confidence 0.8 (the threshold that lifts the historical
-/// concurrency cap); trees that disagree by half the prediction or more give 0.
-pub fn confidence(mean: f64, std: f64) -> f64 {
-    if mean.is_nan() || mean <= 0.0 || !std.is_finite() {
-        return 0.0;
-    }
-    (1.0 - (std / mean) / CV_AT_ZERO_CONFIDENCE).clamp(0.0, 1.0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn confidence_formula_at_its_landmarks() {
-        assert_eq!(confidence(100.0, 0.0), 1.0);
-        assert!((confidence(100.0, 10.0) - 0.8).abs() < 1e-12);
-        assert_eq!(confidence(100.0, 50.0), 0.0);
-        assert_eq!(confidence(100.0, 80.0), 0.0);
-        assert_eq!(confidence(0.0, 1.0), 0.0);
-        assert_eq!(confidence(f64::NAN, 1.0), 0.0);
-    }
 
     #[test]
     fn cost_trades_speed_for_spend() {

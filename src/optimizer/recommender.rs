@@ -7,11 +7,11 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::cache::{minute, DecisionCache};
-use super::{exploration, Decision, Optimizer};
+use super::{exploration, Decision, NodeCapacity, Optimizer, OptimizerConfig};
 use crate::model::Model;
 use crate::record::UNKNOWN;
 use crate::stats::PipelineStats;
-use crate::BuildContext;
+use crate::{BuildConfig, BuildContext};
 
 /// Decides for a build context: the optimizer, optionally sharing exploit decisions.
 #[derive(Debug, Clone, Default)]
@@ -66,7 +66,7 @@ impl Recommender {
         minute(now)
     }
 
-    /// The decision for `ctx` at `decision_time(now)`, exploring by `seed`.
+    /// The decision for `ctx` at `decision_time(now)`, exploring by `seed`, without a pod request.
     pub fn recommend(
         &self,
         ctx: &BuildContext,
@@ -75,11 +75,39 @@ impl Recommender {
         now: DateTime<Utc>,
         seed: u64,
     ) -> Decision {
+        self.recommend_for(ctx, None, None, stats, model, now, seed)
+    }
+
+    /// The decision for a pod: its own `request` is scored and kept unless a change beats it
+    /// with enough confidence; `node` bounds it by the largest node it may land on (configured
+    /// node bounds, when set, win).
+    #[allow(clippy::too_many_arguments)]
+    pub fn recommend_for(
+        &self,
+        ctx: &BuildContext,
+        request: Option<&BuildConfig>,
+        node: Option<NodeCapacity>,
+        stats: Option<&PipelineStats>,
+        model: Option<&Model>,
+        now: DateTime<Utc>,
+        seed: u64,
+    ) -> Decision {
+        let bounded;
+        let optimizer = match (node, self.optimizer.config.node_capacity) {
+            (Some(cap), None) => {
+                bounded = Optimizer::new(OptimizerConfig {
+                    node_capacity: Some(cap),
+                    ..self.optimizer.config.clone()
+                });
+                &bounded
+            }
+            _ => &self.optimizer,
+        };
         match &self.cache {
-            Some(cache) => cache.decide(&self.optimizer, ctx, stats, model, now, seed),
-            None => self
-                .optimizer
-                .decide(ctx, stats, model, Self::decision_time(now), seed),
+            Some(cache) => cache.decide(optimizer, ctx, request, stats, model, now, seed),
+            None => {
+                optimizer.decide_for(ctx, request, stats, model, Self::decision_time(now), seed)
+            }
         }
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod ca;
 pub mod metrics;
+pub mod nodes;
 pub mod server;
 pub mod stats_cache;
 
@@ -67,7 +68,8 @@ pub struct WebhookArgs {
     /// Environment variables that carry the build concurrency (comma-separated).
     #[arg(long, env = "INFRAMIND_CONCURRENCY_ENV", value_delimiter = ',', default_values_t = DEFAULT_CONCURRENCY_ENV.iter().map(|s| s.to_string()).collect::<Vec<_>>())]
     pub concurrency_env: Vec<String>,
-    /// Apply the default baseline to pipelines with no history (otherwise they are only annotated).
+    /// On cold starts (no model, or a pipeline it never saw) apply the guarded baseline
+    /// (otherwise the pod keeps its request and is only annotated).
     #[arg(long, env = "INFRAMIND_COLD_START_APPLY_DEFAULTS")]
     pub cold_start_apply_defaults: bool,
     /// Seconds between refreshes of the per-pipeline stats.
@@ -82,6 +84,10 @@ pub struct WebhookArgs {
     /// Largest accepted request body, bytes.
     #[arg(long, env = "INFRAMIND_MAX_BODY_BYTES", default_value_t = server::DEFAULT_MAX_BODY)]
     pub max_body_bytes: u64,
+    /// Bound each decision by the largest allocatable cpu and memory among the nodes the pod
+    /// may land on, from a Node watch (needs list/watch on nodes; configured node bounds win).
+    #[arg(long, env = "INFRAMIND_WATCH_NODES", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub watch_nodes: bool,
     /// Optimizer settings.
     #[command(flatten)]
     pub optimizer: OptimizerSettings,
@@ -133,15 +139,47 @@ pub fn settings(args: &WebhookArgs) -> anyhow::Result<Settings> {
         cold_start_apply_defaults: args.cold_start_apply_defaults,
         recommender: Recommender::new(Optimizer::new(args.optimizer.config()?))
             .with_cache(Arc::new(crate::optimizer::cache::DecisionCache::new())),
+        nodes: None,
     })
+}
+
+/// Starts the Node watch when asked and the cluster is reachable; otherwise the configured
+/// bounds stand.
+async fn watch_nodes(args: &WebhookArgs, settings: &mut Settings) {
+    if !args.watch_nodes {
+        return;
+    }
+    if settings
+        .recommender
+        .optimizer
+        .config
+        .node_capacity
+        .is_some()
+    {
+        tracing::info!("node bounds configured; the Node watch is not needed");
+        return;
+    }
+    match kube::Client::try_default().await {
+        Ok(client) => {
+            let pool = Arc::new(nodes::NodePool::new());
+            nodes::spawn_watch(kube::Api::all(client), pool.clone());
+            settings.nodes = Some(pool);
+            tracing::info!("bounding decisions by the nodes each pod may land on (Node watch)");
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no cluster access for the Node watch; using the configured bounds")
+        }
+    }
 }
 
 /// Runs the webhook until SIGTERM or Ctrl-C.
 pub async fn run(global: &Global, args: WebhookArgs) -> anyhow::Result<()> {
     let certs = certificates(&args).await?;
     let live = Arc::new(LiveModel::new());
+    let mut settings = settings(&args)?;
+    watch_nodes(&args, &mut settings).await;
     let state = Arc::new(AppState {
-        settings: settings(&args)?,
+        settings,
         live: live.clone(),
         stats: Arc::new(StatsCache::new()),
         metrics: metrics::Metrics::new(),

@@ -152,7 +152,8 @@ pub fn routes(
         .and(warp::get())
         .and(with_state)
         .map(|s: Arc<AppState>| {
-            let text = s.metrics.render(&s.live, s.certs.reloads());
+            let cache = s.settings.recommender.cache.as_ref().map(|c| c.counts());
+            let text = s.metrics.render(&s.live, s.certs.reloads(), cache);
             warp::reply::with_header(
                 text,
                 "content-type",

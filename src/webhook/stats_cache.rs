@@ -2,6 +2,7 @@
 //! background: no database call ever happens while an admission waits.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +11,14 @@ use arc_swap::ArcSwap;
 use crate::error::Result;
 use crate::stats::PipelineStats;
 use crate::telemetry::Store;
+
+/// Generations handed out so far (shared by every cache in the process, so never reused).
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// The next stats generation (never 0).
+pub fn next_generation() -> u64 {
+    GENERATION.fetch_add(1, Ordering::Relaxed) + 1
+}
 
 /// Pipeline name → stats, swapped whole on each refresh.
 #[derive(Debug, Default)]
@@ -42,7 +51,8 @@ impl StatsCache {
     pub async fn refresh(&self, store: &Store) -> Result<usize> {
         let mut map = HashMap::new();
         for p in store.pipelines().await? {
-            let stats = store.pipeline_stats(&p).await?;
+            let mut stats = store.pipeline_stats(&p).await?;
+            stats.generation = next_generation();
             map.insert(p, Arc::new(stats));
         }
         let n = map.len();
@@ -51,7 +61,8 @@ impl StatsCache {
     }
 
     /// Inserts one pipeline's stats (tests and warm-up).
-    pub fn insert(&self, stats: PipelineStats) {
+    pub fn insert(&self, mut stats: PipelineStats) {
+        stats.generation = next_generation();
         let mut map = (**self.map.load()).clone();
         map.insert(stats.pipeline.clone(), Arc::new(stats));
         self.map.store(Arc::new(map));

@@ -890,11 +890,15 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
                 for field in ("apiGroups", "resources", "verbs"):
                     assert "*" not in rule.get(field, []), f"{r['kind']}/{r['metadata']['name']}: wildcard {field}"
         wh_sa = one(objs, "ServiceAccount", svc_name)
-        assert wh_sa.get("automountServiceAccountToken") is (mode == "self-signed")
+        watch_nodes = v["webhook"]["watchNodes"]
+        assert wh_sa.get("automountServiceAccountToken") is (mode == "self-signed" or watch_nodes)
         cluster, namespaced = grants_for(objs, svc_name, NAMESPACE)
         mwc_name = one(objs, "MutatingWebhookConfiguration")["metadata"]["name"]
         want = expand("admissionregistration.k8s.io", "mutatingwebhookconfigurations", ["get", "patch"], mwc_name) \
             if mode == "self-signed" else set()
+        if watch_nodes and v["rbac"]["create"]:
+            # Read-only Node watch: list and watch, never get one by name or write.
+            want |= expand("", "nodes", ["list", "watch"])
         assert cluster == want and not namespaced, f"webhook grants {sorted(cluster)} {namespaced}, expected exactly {sorted(want)}"
         # the API: nothing, or `create` on TrainingJobs in api.trainingNamespace
         if api_on:

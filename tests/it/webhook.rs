@@ -251,6 +251,20 @@ async fn build_pods_from_ci_systems_are_right_sized() {
         text.contains("inframind_admission_duration_seconds_count 4"),
         "{text}"
     );
+    // The decision cache's counters are exported (every decided admission is a hit or a miss).
+    let counter = |what: &str| -> u64 {
+        let key = format!("inframind_decision_cache{{what=\"{what}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(key.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {what} in {text}"))
+    };
+    assert!(counter("misses") >= 1, "{text}");
+    assert!(counter("bytes") > 0, "{text}");
+    assert!(
+        counter("hits") + counter("misses") + counter("uncacheable") >= 3,
+        "{text}"
+    );
 }
 
 #[tokio::test]
