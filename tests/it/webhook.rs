@@ -24,7 +24,8 @@ fn exploit() -> Settings {
         recommender: Recommender::new(Optimizer::new(OptimizerConfig {
             exploration_rate: 0.0,
             ..Default::default()
-        })),
+        }))
+        .with_cache(Arc::new(inframind::optimizer::cache::DecisionCache::new())),
         ..Settings::default()
     }
 }
