@@ -5,6 +5,7 @@
 //! why; anything doubtful admits the pod unchanged with a warning (fail open).
 
 pub mod contract;
+pub mod limits;
 pub mod patch;
 pub mod quantity;
 pub mod recognise;
@@ -146,6 +147,8 @@ pub struct Settings {
     pub cold_start_apply_defaults: bool,
     /// Assembles decisions (the same way the API and the CLI do).
     pub recommender: Recommender,
+    /// Each namespace's LimitRange and ResourceQuota bounds, kept current by the webhook.
+    pub policies: Arc<limits::Policies>,
 }
 
 impl Default for Settings {
@@ -158,6 +161,7 @@ impl Default for Settings {
                 .collect(),
             cold_start_apply_defaults: false,
             recommender: Recommender::default(),
+            policies: Arc::new(limits::Policies::new()),
         }
     }
 }
@@ -260,10 +264,12 @@ pub fn admit(
     if meta.flag(SKIP_ANNOTATION) || meta.annotation(DECISION_ANNOTATION).is_some() {
         return unchanged(uid, Outcome::Unchanged, None);
     }
-    let Some(i) = recognise::build_container(pod) else {
+    let Some(chosen) = recognise::choose_container(pod) else {
         return unchanged(uid, Outcome::Unchanged, Some("inframind: admitted unchanged: no build container (all are known sidecars, or the named one is missing)".into()));
     };
-    let Some(ctx) = recognise::context(pod, i) else {
+    let i = chosen.index;
+    let namespace = recognise::namespace_of(req.namespace.as_deref(), pod);
+    let Some(ctx) = recognise::context(pod, i, namespace) else {
         return unchanged(uid, Outcome::Unchanged, Some("inframind: admitted unchanged: no pipeline could be recognised (set label inframind.io/pipeline)".into()));
     };
     let container = pod
@@ -273,9 +279,30 @@ pub fn admit(
         .to_string();
     let stats = stats(&ctx.pipeline);
     let seed = Recommender::seed(uid);
-    let decision = settings
+    let mut decision = settings
         .recommender
         .recommend(&ctx, stats.as_deref(), model, now, seed);
+    // The namespace's LimitRange and ResourceQuota are hard bounds: built-in admission would
+    // reject a pod outside them after we answer.
+    let mut bounds = Vec::new();
+    if let Some(policy) = settings.policies.get(namespace) {
+        match limits::bound(pod, i, &decision.config, &policy) {
+            Ok((config, notes)) => {
+                decision.config = config;
+                bounds = notes;
+            }
+            Err(reason) => {
+                return Admission {
+                    decision: Some(decision),
+                    ..unchanged(
+                        uid,
+                        Outcome::Error,
+                        Some(format!("inframind: admitted unchanged: {reason}")),
+                    )
+                };
+            }
+        }
+    }
     let before = original(pod, i, &settings.concurrency_env);
 
     let no_history = stats.is_none() && decision.cold_start && !settings.cold_start_apply_defaults;
@@ -308,6 +335,10 @@ pub fn admit(
         }
     }
     let mut notes = decision_annotations(&decision, what, &ctx, &container, &before);
+    notes.push((contract::CONTAINER_CHOICE.into(), chosen.how.clone()));
+    if !bounds.is_empty() {
+        notes.push((contract::BOUNDS.into(), bounds.join("; ")));
+    }
     if no_history {
         notes.push((
             contract::REASON.into(),

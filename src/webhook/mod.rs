@@ -5,6 +5,7 @@
 
 pub mod ca;
 pub mod metrics;
+pub mod namespace_policy;
 pub mod server;
 pub mod stats_cache;
 
@@ -83,6 +84,9 @@ pub struct WebhookArgs {
     /// Largest accepted request body, bytes.
     #[arg(long, env = "INFRAMIND_MAX_BODY_BYTES", default_value_t = server::DEFAULT_MAX_BODY)]
     pub max_body_bytes: u64,
+    /// Watch every namespace's LimitRange and ResourceQuota and keep decisions within them.
+    #[arg(long, env = "INFRAMIND_WATCH_NAMESPACE_LIMITS", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub watch_namespace_limits: bool,
     /// Optimizer settings.
     #[command(flatten)]
     pub optimizer: OptimizerSettings,
@@ -134,6 +138,7 @@ pub fn settings(args: &WebhookArgs) -> anyhow::Result<Settings> {
         cold_start_apply_defaults: args.cold_start_apply_defaults,
         recommender: Recommender::new(Optimizer::new(args.optimizer.config()?))
             .with_cache(Arc::new(crate::optimizer::cache::DecisionCache::new())),
+        policies: Arc::new(crate::admission::limits::Policies::new()),
     })
 }
 
@@ -141,8 +146,20 @@ pub fn settings(args: &WebhookArgs) -> anyhow::Result<Settings> {
 pub async fn run(global: &Global, args: WebhookArgs) -> anyhow::Result<()> {
     let certs = certificates(&args).await?;
     let live = Arc::new(LiveModel::new());
+    let settings = settings(&args)?;
+    if args.watch_namespace_limits {
+        match kube::Client::try_default().await {
+            Ok(client) => {
+                namespace_policy::spawn(client, settings.policies.clone());
+            }
+            // Without an API server (local runs) nothing is known, so nothing is bounded.
+            Err(e) => {
+                tracing::warn!(error = %e, "no Kubernetes API: LimitRanges and ResourceQuotas are not watched")
+            }
+        }
+    }
     let state = Arc::new(AppState {
-        settings: settings(&args)?,
+        settings,
         live: live.clone(),
         stats: Arc::new(StatsCache::new()),
         metrics: metrics::Metrics::new(),

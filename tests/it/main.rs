@@ -12,6 +12,7 @@ mod drain;
 mod e2e;
 mod layout;
 mod outcomes;
+mod recognition;
 mod registry;
 mod reporter;
 mod store;
