@@ -64,7 +64,7 @@ COMMON_ENV = ["INFRAMIND_DATABASE_URL", "INFRAMIND_REDIS_URL", "INFRAMIND_MODELS
 OPTIMIZER_ENV = ["INFRAMIND_OBJECTIVE", "INFRAMIND_EXPLORATION_RATE", "INFRAMIND_MIN_CPU", "INFRAMIND_MAX_CPU",
                  "INFRAMIND_MIN_MEM_GB", "INFRAMIND_MAX_MEM_GB", "INFRAMIND_MIN_CONCURRENCY",
                  "INFRAMIND_MAX_CONCURRENCY", "INFRAMIND_CPU_PRICE_PER_HOUR", "INFRAMIND_MEM_PRICE_PER_GB_HOUR"]
-WEBHOOK_ONLY_ENV = ["INFRAMIND_DRY_RUN", "INFRAMIND_CONCURRENCY_ENV"]
+WEBHOOK_ONLY_ENV = ["INFRAMIND_DRY_RUN", "INFRAMIND_CONCURRENCY_ENV", "INFRAMIND_WATCH_NAMESPACE_LIMITS"]
 WEBHOOK_ENV = WEBHOOK_ONLY_ENV + OPTIMIZER_ENV
 CONTROLLER_ENV = ["INFRAMIND_LEASE_NAME", "POD_NAME", "POD_NAMESPACE"]
 # `inframind api`: always, and when configured (admin token, TLS, training namespace).
@@ -83,7 +83,7 @@ VALUE_SETS: dict[str, dict] = {
     "cert-manager-issuer": {
         "certificates": {"mode": "cert-manager",
                          "certManager": {"issuerRef": {"name": "corp-ca", "kind": "ClusterIssuer"}}},
-        "webhook": {"timeoutSeconds": 3, "reinvocationPolicy": "IfNeeded"},
+        "webhook": {"timeoutSeconds": 3, "reinvocationPolicy": "IfNeeded", "watchNamespaceLimits": False},
     },
     "self-signed": {"certificates": {"mode": "self-signed"}, "metrics": {"serviceMonitor": {"enabled": True}}},
     "helm-certs-dry-run": {
@@ -498,6 +498,7 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
         want = {
             "INFRAMIND_DRY_RUN": "true" if o["dryRun"] else "false",
             "INFRAMIND_CONCURRENCY_ENV": ",".join(o["concurrencyEnv"]),
+            "INFRAMIND_WATCH_NAMESPACE_LIMITS": "true" if v["webhook"]["watchNamespaceLimits"] else "false",
         }
         for var, val in want.items():
             assert env[var].get("value") == val, f"webhook: {var}={env[var].get('value')!r}, expected {val!r}"
@@ -563,7 +564,8 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
             assert flag("--tls-cert") == "/tls/tls.crt" and flag("--tls-key") == "/tls/tls.key", f"webhook args {args}"
             assert mounts["tls"]["mountPath"] == "/tls" and mounts["tls"].get("readOnly") is True
             assert vols["tls"]["secret"]["secretName"] == tls_secret
-            assert spec.get("automountServiceAccountToken") is False, "the webhook needs no API access in this mode"
+            assert spec.get("automountServiceAccountToken") is v["webhook"]["watchNamespaceLimits"], \
+                "the webhook needs the API token only to watch LimitRanges and ResourceQuotas in this mode"
         assert resolve_port(ct, "https") == 8443
         for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
             get = ct[probe]["httpGet"]
@@ -770,11 +772,14 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
                 for field in ("apiGroups", "resources", "verbs"):
                     assert "*" not in rule.get(field, []), f"{r['kind']}/{r['metadata']['name']}: wildcard {field}"
         wh_sa = one(objs, "ServiceAccount", svc_name)
-        assert wh_sa.get("automountServiceAccountToken") is (mode == "self-signed")
+        watch_limits = v["webhook"]["watchNamespaceLimits"]
+        assert wh_sa.get("automountServiceAccountToken") is (mode == "self-signed" or watch_limits)
         cluster, namespaced = grants_for(objs, svc_name, NAMESPACE)
         mwc_name = one(objs, "MutatingWebhookConfiguration")["metadata"]["name"]
         want = expand("admissionregistration.k8s.io", "mutatingwebhookconfigurations", ["get", "patch"], mwc_name) \
             if mode == "self-signed" else set()
+        if watch_limits and v["rbac"]["create"]:
+            want |= expand("", "limitranges", ["list", "watch"]) | expand("", "resourcequotas", ["list", "watch"])
         assert cluster == want and not namespaced, f"webhook grants {sorted(cluster)} {namespaced}, expected exactly {sorted(want)}"
         # the API: nothing, or `create` on TrainingJobs in api.trainingNamespace
         if api_on:
