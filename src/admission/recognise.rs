@@ -22,7 +22,7 @@
 //!
 //! Image: `inframind.io/image`, else the build container's image. Node type:
 //! `inframind.io/node-type`, else nodeSelector `node.kubernetes.io/instance-type` (or the beta
-//! key), else `unknown`. Copied values are capped at [`MAX_COPIED`] bytes.
+//! key), else `unknown`. Values copied into annotations and env are capped by `admission::capped`.
 //!
 //! # Choosing the build container, by evidence
 //!
@@ -45,9 +45,6 @@ use crate::BuildContext;
 
 /// Annotation naming the build container explicitly.
 pub const CONTAINER_ANNOTATION: &str = contract::CONTAINER;
-
-/// Longest value copied from a pod into annotations and env (names, URLs).
-pub const MAX_COPIED: usize = 200;
 
 /// Containers that are never the build: service meshes, CI helpers and agents.
 pub const KNOWN_SIDECARS: &[&str] = &[
@@ -113,18 +110,6 @@ fn is_build_image(image: &str) -> bool {
     BUILD_IMAGES
         .iter()
         .any(|b| repo == *b || repo.starts_with(&format!("{b}-")))
-}
-
-/// `text` cut to at most [`MAX_COPIED`] bytes on a character boundary.
-pub fn capped(text: &str) -> String {
-    if text.len() <= MAX_COPIED {
-        return text.to_string();
-    }
-    let mut end = MAX_COPIED;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_string()
 }
 
 /// Reads a pod's metadata string maps.
@@ -393,7 +378,7 @@ pub fn choose_container(pod: &Value) -> Option<Chosen> {
     if let Some(wanted) = meta.annotation(CONTAINER_ANNOTATION) {
         return all
             .iter()
-            .position(|c| name_of(c) == wanted)
+            .position(|c| c.is_object() && name_of(c) == wanted)
             .map(|index| Chosen {
                 index,
                 how: "annotation inframind.io/container".into(),
@@ -402,14 +387,17 @@ pub fn choose_container(pod: &Value) -> Option<Chosen> {
     let ci = ci_system(pod);
     let named = |name: &str| {
         all.iter()
-            .position(|c| name_of(c) == name)
+            .position(|c| c.is_object() && name_of(c) == name)
             .map(|index| Chosen {
                 index,
                 how: format!("{}: the {name} container", ci.as_str()),
             })
     };
     let where_name = |keep: &dyn Fn(&str) -> bool| -> Vec<usize> {
-        (0..all.len()).filter(|&i| keep(name_of(&all[i]))).collect()
+        // Only a container that is an object can be patched (fuzzed pods carry other values).
+        (0..all.len())
+            .filter(|&i| all[i].is_object() && keep(name_of(&all[i])))
+            .collect()
     };
     let system = match ci {
         CiSystem::GitLab => named("build"),
@@ -644,10 +632,10 @@ pub fn context(pod: &Value, container: usize, namespace: &str) -> Option<BuildCo
         .unwrap_or(crate::record::UNKNOWN)
         .to_string();
     Some(BuildContext {
-        pipeline: capped(&pipeline),
-        branch: capped(&branch(&meta, c).unwrap_or_else(|| crate::record::UNKNOWN.to_string())),
-        image: capped(&image),
-        node: capped(&node),
+        pipeline,
+        branch: branch(&meta, c).unwrap_or_else(|| crate::record::UNKNOWN.to_string()),
+        image,
+        node,
     })
 }
 
@@ -819,8 +807,5 @@ mod tests {
             "spec": {"containers": [{"name": "job", "image": "node:22", "workingDir": "/__w/engine/engine"}]}});
         assert_eq!(ci_system(&wf), CiSystem::ArcWorkflow);
         assert_eq!(ctx(&wf).pipeline, "ci:engine");
-        let long = "x".repeat(500);
-        assert_eq!(capped(&long).len(), MAX_COPIED);
-        assert_eq!(capped(&"é".repeat(150)).len(), MAX_COPIED);
     }
 }
