@@ -451,3 +451,6 @@ pub fn envelope(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod fuzz;

@@ -357,9 +357,7 @@ async fn the_bearer_scheme_is_case_insensitive_and_odd_paths_are_decoded() {
     let body = serde_json::to_vec(&run("lower", "caf\u{e9}", 2.0)).unwrap();
     for scheme in ["bearer", "BEARER", "Bearer"] {
         let auth = format!("{scheme} {INGEST}");
-        let (status, bytes) = Connection::plain(api.addr)
-            .await
-            .unwrap()
+        let (status, bytes) = crate::harness::Site::plain(api.addr)
             .send(
                 "POST",
                 "/v1/runs",
