@@ -33,7 +33,6 @@ use warp::{Filter, Reply};
 use crate::config::{DrainSettings, Global, OptimizerSettings};
 use crate::controller::crd::{TrainingJob, TrainingJobSpec, TrainingJobStatus};
 use crate::controller::job::JobPolicy;
-use crate::model::ModelDir;
 use crate::optimizer::recommender::Recommender;
 use crate::optimizer::Optimizer;
 use crate::registry::{live, LiveModel, WatchConfig};
@@ -596,7 +595,8 @@ pub fn in_process_training(global: &Global) -> anyhow::Result<crate::controller:
     );
     let client =
         kube::Client::try_from(config).context("building a placeholder Kubernetes client")?;
-    let settings = crate::controller::Settings::from_global(global, "inframind-api");
+    let mut settings = crate::controller::Settings::from_global(global, "inframind-api");
+    settings.model_keys = global.model_keys()?;
     Ok(crate::controller::Context::new(
         client,
         settings,
@@ -619,7 +619,7 @@ pub async fn run(global: &Global, args: ApiArgs) -> anyhow::Result<()> {
     }
     let live = Arc::new(LiveModel::new());
     let watch = WatchConfig {
-        dir: ModelDir::new(&global.models_dir),
+        dir: global.model_dir()?,
         redis_url: global.redis_url.clone(),
         prefix: global.redis_prefix.clone(),
         poll: Duration::from_secs(5),

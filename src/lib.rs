@@ -21,6 +21,7 @@ pub mod record;
 pub mod registry;
 pub mod reporter;
 pub mod serving;
+pub mod signing;
 pub mod simulate;
 pub mod stats;
 pub mod telemetry;

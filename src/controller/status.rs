@@ -266,6 +266,8 @@ pub fn run_metrics(meta: &ModelMeta, active: Option<&ActiveComparison>) -> RunMe
     let h = |m: &Metrics| HoldoutMetrics {
         mae_seconds: finite(m.mae_s),
         r2: finite(m.r2),
+        rank_accuracy: m.rank_accuracy.and_then(finite),
+        rank_pairs: m.rank_pairs as u64,
         train_rows: m.train_rows as u64,
         test_rows: m.test_rows as u64,
     };
@@ -273,10 +275,12 @@ pub fn run_metrics(meta: &ModelMeta, active: Option<&ActiveComparison>) -> RunMe
         split: meta.split,
         mae_seconds: finite(meta.metrics().mae_s),
         r2: finite(meta.metrics().r2),
+        rank_accuracy: meta.metrics().rank_accuracy.and_then(finite),
         rows: meta.window.rows as u64,
         random_holdout: h(&meta.random_holdout),
         temporal_holdout: h(&meta.temporal_holdout),
         active_mae_seconds: active.and_then(|a| finite(a.mae_s)),
+        active_rank_accuracy: active.and_then(|a| a.rank_accuracy).and_then(finite),
     }
 }
 
@@ -298,13 +302,16 @@ pub fn finished(
     let mut s = prev.clone();
     let m = &o.metrics;
     let headline = format!(
-        "{} trained on {} runs: MAE {} s, R² {} ({} holdout)",
+        "{} trained on {} runs: MAE {} s, R² {}, rank accuracy {} ({} holdout)",
         o.version,
         m.rows,
         m.mae_seconds
             .map(|v| format!("{v:.2}"))
             .unwrap_or_else(|| "-".into()),
         m.r2.map(|v| format!("{v:.3}"))
+            .unwrap_or_else(|| "-".into()),
+        m.rank_accuracy
+            .map(|v| format!("{v:.3}"))
             .unwrap_or_else(|| "-".into()),
         split_name(m.split)
     );

@@ -29,6 +29,8 @@ async fn start(database_url: &str) -> TestApi {
         models_dir: dir.path().join("models"),
         redis_url: None,
         redis_prefix: "im".into(),
+        model_signing_key_file: None,
+        model_public_key_file: None,
         log_format: inframind::config::LogFormat::Text,
     };
     let state = Arc::new(ApiState::new(
