@@ -5,6 +5,7 @@
 //! why; anything doubtful admits the pod unchanged with a warning (fail open).
 
 pub mod contract;
+pub mod limits;
 pub mod patch;
 pub mod quantity;
 pub mod recognise;
@@ -159,6 +160,8 @@ pub struct Settings {
     /// Nodes from the Node watch: each decision is bounded by the largest node the pod may land
     /// on (configured node bounds, when set, override them).
     pub nodes: Option<Arc<dyn NodeBounds>>,
+    /// Each namespace's LimitRange and ResourceQuota bounds, kept current by the webhook.
+    pub policies: Arc<limits::Policies>,
 }
 
 impl Default for Settings {
@@ -172,6 +175,7 @@ impl Default for Settings {
             cold_start_apply_defaults: false,
             recommender: Recommender::default(),
             nodes: None,
+            policies: Arc::new(limits::Policies::new()),
         }
     }
 }
@@ -359,10 +363,12 @@ pub fn admit(
     if meta.flag(SKIP_ANNOTATION) || meta.annotation(DECISION_ANNOTATION).is_some() {
         return unchanged(uid, Outcome::Unchanged, None);
     }
-    let Some(i) = recognise::build_container(pod) else {
+    let Some(chosen) = recognise::choose_container(pod) else {
         return unchanged(uid, Outcome::Unchanged, Some("inframind: admitted unchanged: no build container (all are known sidecars, or the named one is missing)".into()));
     };
-    let Some(ctx) = recognise::context(pod, i) else {
+    let i = chosen.index;
+    let namespace = recognise::namespace_of(req.namespace.as_deref(), pod);
+    let Some(ctx) = recognise::context(pod, i, namespace) else {
         return unchanged(uid, Outcome::Unchanged, Some("inframind: admitted unchanged: no pipeline could be recognised (set label inframind.io/pipeline)".into()));
     };
     let container = pod
@@ -400,6 +406,32 @@ pub fn admit(
         }
     }
 
+    // The namespace's LimitRange and ResourceQuota are hard bounds: built-in admission would
+    // reject a pod outside them after we answer.
+    let mut bounds = Vec::new();
+    if let Some(policy) = settings
+        .policies
+        .get(namespace)
+        .filter(|_| decision.action == Action::Apply)
+    {
+        match limits::bound(pod, i, &decision.config, &policy) {
+            Ok((config, notes)) => {
+                decision.config = config;
+                bounds = notes;
+            }
+            Err(reason) => {
+                return Admission {
+                    decision: Some(decision),
+                    ..unchanged(
+                        uid,
+                        Outcome::Error,
+                        Some(format!("inframind: admitted unchanged: {reason}")),
+                    )
+                };
+            }
+        }
+    }
+
     let no_history = stats.is_none() && decision.cold_start && decision.action == Action::Unchanged;
     let dry_run = settings.dry_run || meta.flag(DRY_RUN_ANNOTATION);
     let (what, outcome) = match (no_history, decision.action, dry_run) {
@@ -431,6 +463,10 @@ pub fn admit(
         }
     }
     let mut notes = decision_annotations(&decision, what, &ctx, &container, &before);
+    notes.push((contract::CONTAINER_CHOICE.into(), chosen.how.clone()));
+    if !bounds.is_empty() {
+        notes.push((contract::BOUNDS.into(), bounds.join("; ")));
+    }
     if no_history {
         notes.retain(|(k, _)| k != "inframind.io/reason");
         notes.push((

@@ -10,7 +10,7 @@ use json_patch::{AddOperation, PatchOperation, ReplaceOperation};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::contract::{concurrency_in_env, merge_makeflags, MAKEFLAGS};
+use super::contract::{concurrency_in_env, form_of, write_jobs};
 use super::quantity::{format_cpu, format_mem, parse_cpu, parse_mem_gb};
 use crate::BuildConfig;
 
@@ -172,11 +172,9 @@ pub fn resource_ops(
         }
     }
 
-    let jobs = config.concurrency;
-    let value_for = |name: &str, current: Option<&str>| match (name, current) {
-        (MAKEFLAGS, Some(flags)) => merge_makeflags(flags, jobs),
-        (MAKEFLAGS, None) => format!("-j{jobs}"),
-        _ => jobs.to_string(),
+    // Flag strings (MAKEFLAGS, GOFLAGS, MAVEN_ARGS, GRADLE_OPTS) are merged, numbers replaced.
+    let value_for = |name: &str, current: Option<&str>| {
+        write_jobs(form_of(name), current, config.concurrency, config.cpu)
     };
     let existing = c.get("env").and_then(Value::as_array);
     let has = |name: &str| {
@@ -356,6 +354,7 @@ mod tests {
 
     #[test]
     fn makeflags_is_merged_and_value_from_is_left_alone() {
+        use super::super::contract::merge_makeflags;
         assert_eq!(
             merge_makeflags("-k -j2 --output-sync", 8),
             "-k --output-sync -j8"

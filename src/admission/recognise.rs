@@ -1,23 +1,49 @@
 //! Recognising a build pod: which pipeline, branch, image and node type, and which container
-//! is the build, from the labels and annotations common CI systems put on their pods.
+//! is the build, from what each CI system puts on the pods it creates.
 //!
-//! Keys, in order of precedence (the first present wins):
+//! # Recognition table
 //!
-//! | what | keys |
-//! |---|---|
-//! | pipeline | `inframind.io/pipeline` (label or annotation); GitLab Runner: the project path from annotation `job.runner.gitlab.com/url`, else labels `project.runner.gitlab.com/namespace` + `/name`; Tekton: Pipelines-as-Code `pipelinesascode.tekton.dev/url-repository`, labels `tekton.dev/pipeline`, `tekton.dev/task`; Buildkite agent-stack-k8s: annotations `buildkite.com/pipeline-slug`, `buildkite.com/build-repo`; GitHub ARC: labels `actions.github.com/repository` (with `actions.github.com/organization`), `actions.github.com/scale-set-name`; Jenkins Kubernetes plugin: the job path in annotation `runUrl`/`buildUrl`, label `jenkins/label`; else the pod's `generateName` or first owner's name, with random suffixes removed |
-//! | branch | `inframind.io/branch`; `job.runner.gitlab.com/ref`; `buildkite.com/build-branch`; `pipelinesascode.tekton.dev/branch`; the last `job/` segment of a Jenkins multibranch `runUrl`; else `unknown` |
-//! | image | `inframind.io/image`; else the build container's image |
-//! | node type | `inframind.io/node-type`; else the pod's nodeSelector `node.kubernetes.io/instance-type` (or the beta key); else `unknown` |
-//! | container | annotation `inframind.io/container`; else the first container that is not a known sidecar |
+//! Each row cites the CI system's source file that builds the pod (paths in the upstream
+//! repository). "ns:" marks identifiers that are only unique inside a namespace: the pipeline
+//! identity is then `<namespace>:<name>`, so two teams' `build` pipelines never share history;
+//! globally unique identifiers (a GitLab project path, a repository URL) stay as they are.
 //!
-//! Every recognised string is capped at `MAX_RECOGNISED_LEN` bytes (longer ones keep their head
+//! | CI system (source) | pipeline | branch | helpers (never resized) | build container |
+//! |---|---|---|---|---|
+//! | GitLab Runner, Kubernetes executor (`gitlab-org/gitlab-runner` `executors/kubernetes/kubernetes.go`) | project path from annotation `job.runner.gitlab.com/url`, else labels `project.runner.gitlab.com/namespace`+`/name`, else env `CI_PROJECT_PATH` | annotation `job.runner.gitlab.com/ref`, else env `CI_COMMIT_REF_NAME` | `helper`, `svc-N` services, init `init-permissions` | `build` |
+//! | GitHub ARC runner pods (`actions/actions-runner-controller` `controllers/actions.github.com/resourcebuilder.go`) | `actions.github.com/organization`/`repository` labels, else ns:`actions.github.com/scale-set-name` | env `GITHUB_HEAD_REF`/`GITHUB_REF_NAME` when present | `dind`, init `init-dind-externals` | `runner` |
+//! | GitHub ARC container-hook workflow pods (`actions/runner-container-hooks` `packages/k8s/src/hooks/prepare-job.ts`, `constants.ts`: name `<runner-pod>-workflow`, label `runner-pod`, container `job`) | env `GITHUB_REPOSITORY` when present, else ns:repository name from workingDir `/__w/<repo>/<repo>` | env `GITHUB_HEAD_REF`/`GITHUB_REF_NAME` when present | service containers | `job` |
+//! | Tekton TaskRun pods (`tektoncd/pipeline` `pkg/pod/pod.go`: containers `step-<name>`, `sidecar-<name>`, init `prepare`/`place-scripts`) | repository of Pipelines-as-Code annotation `pipelinesascode.tekton.dev/url-repository`, else ns:`tekton.dev/pipeline` (or `tekton.dev/task`) + `/`+`tekton.dev/pipelineTask` | `pipelinesascode.tekton.dev/branch` | `sidecar-*`; steps that only fetch or ship: clone, git-init, fetch, checkout, upload, prepare, push, publish, report, notify, cache | the build step (largest requests, else a build image or a build-like name, else the first non-helper step) |
+//! | Jenkins Kubernetes plugin (`jenkinsci/kubernetes-plugin` `src/main/java/org/csanchez/jenkins/plugins/kubernetes/PodTemplateBuilder.java`: `jnlp`, `jenkins/label`; `…/kubernetes/pipeline/PodTemplateStepExecution.java`: `buildUrl`/`runUrl` annotations of `podTemplate` pods) | job path from annotation `runUrl`/`buildUrl` (multibranch: without the branch), else ns:`jenkins/label` | last `job/` segment of a multibranch `runUrl` | `jnlp` agent | largest requests among the others, else the first |
+//! | Buildkite agent-stack-k8s (`buildkite/agent-stack-k8s` `internal/controller/scheduler/scheduler.go`, `internal/controller/config/config.go`) | annotation `buildkite.com/pipeline-slug`, else `buildkite.com/build-repo` | `buildkite.com/build-branch`, else env `BUILDKITE_BRANCH` | `agent`, `checkout`, `sidecar-N` | `container-N` (largest requests when several) |
+//! | Argo Workflows (`argoproj/argo-workflows` `workflow/controller/workflowpod.go`) | ns:label `workflows.argoproj.io/workflow` without its generated suffix, + `/` + the step of annotation `workflows.argoproj.io/node-name` | — | `wait`, init `init` | `main` |
+//! | Woodpecker Kubernetes backend (`woodpecker-ci/woodpecker` `pipeline/backend/kubernetes/pod.go`: pod `wp-<uuid>`, label `step`, one container) | env `CI_REPO` + `/` + label `step` | env `CI_COMMIT_SOURCE_BRANCH` (pull requests), else `CI_COMMIT_BRANCH` | service pods (label `service`) are not builds | its one container |
+//! | Plain Jobs and bare pods | label or annotation `inframind.io/pipeline` (taken as given), else ns:`generateName` or first owner's name without generated suffixes | `inframind.io/branch` | known sidecars (below) | by evidence (below) |
+//!
+//! Image: `inframind.io/image`, else the build container's image. Node type:
+//! `inframind.io/node-type`, else nodeSelector `node.kubernetes.io/instance-type` (or the beta
+//! key), else `unknown`. Every recognised string is capped at `MAX_RECOGNISED_LEN` bytes (longer ones keep their head
 //! and end in a hash of the whole), so the decision cache, the annotations and the reporter's
-//! environment carry at most that much per string, whatever a pod brings.
+//! environment carry at most that much per string; other copied values are capped by
+//! `admission::capped`.
+//!
+//! # Choosing the build container, by evidence
+//!
+//! 1. the annotation `inframind.io/container` (a missing name admits the pod unchanged);
+//! 2. the CI system's own build container (table above);
+//! 3. among containers that are not helpers: the only one; else the one with the largest
+//!    requests (cpu, then memory); else one running a build image; else the first.
+//!
+//! Helpers are never chosen. How the choice was made is written to `inframind.io/container-choice`.
+//! Only the chosen container changes. The scheduler sums the requests of a pod's regular
+//! containers, and Tekton steps are regular containers run one after another: the other steps
+//! keep their own (usually small) requests, so the pod's total is the build step's new request
+//! plus theirs, which is what the namespace's quota and LimitRange (Pod) see.
 
 use serde_json::Value;
 
 use super::contract;
+use super::quantity::{parse_cpu, parse_mem_gb};
 use crate::BuildContext;
 
 /// Longest recognised string kept as is, bytes.
@@ -51,6 +77,7 @@ pub const KNOWN_SIDECARS: &[&str] = &[
     "jnlp",
     "agent",
     "checkout",
+    "wait",
     "dind",
     "docker",
     "docker-daemon",
@@ -62,6 +89,48 @@ pub const KNOWN_SIDECARS: &[&str] = &[
 
 fn is_sidecar(name: &str) -> bool {
     KNOWN_SIDECARS.contains(&name) || name.starts_with("svc-") || name.starts_with("sidecar-")
+}
+
+/// Tekton steps that fetch sources or ship results rather than build.
+const TEKTON_HELPER_STEPS: &[&str] = &[
+    "clone", "git-init", "git", "fetch", "checkout", "upload", "prepare", "push", "publish",
+    "report", "notify", "cache",
+];
+
+fn is_tekton_helper_step(step: &str) -> bool {
+    TEKTON_HELPER_STEPS.iter().any(|h| {
+        step == *h || step.starts_with(&format!("{h}-")) || step.ends_with(&format!("-{h}"))
+    })
+}
+
+/// Images whose presence says "this container compiles".
+const BUILD_IMAGES: &[&str] = &[
+    "gcc",
+    "clang",
+    "llvm",
+    "rust",
+    "golang",
+    "maven",
+    "gradle",
+    "openjdk",
+    "eclipse-temurin",
+    "node",
+    "python",
+    "bazel",
+    "buildpack-deps",
+    "cmake",
+    "kaniko",
+    "buildkit",
+    "dotnet",
+    "swift",
+];
+
+fn is_build_image(image: &str) -> bool {
+    let repo = image.rsplit('/').next().unwrap_or(image);
+    let repo = repo.split([':', '@']).next().unwrap_or(repo);
+    BUILD_IMAGES
+        .iter()
+        .any(|b| repo == *b || repo.starts_with(&format!("{b}-")))
 }
 
 /// Reads a pod's metadata string maps.
@@ -158,7 +227,257 @@ pub fn stable_name(name: &str) -> String {
     segs.join("-")
 }
 
-fn pipeline(meta: &PodMeta<'_>) -> Option<String> {
+/// The CI system that created a pod, from the marks it leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CiSystem {
+    /// GitLab Runner's Kubernetes executor.
+    GitLab,
+    /// A GitHub ARC runner pod.
+    ArcRunner,
+    /// A pod created by ARC's container hooks for a job (`<runner-pod>-workflow`).
+    ArcWorkflow,
+    /// A Tekton TaskRun pod.
+    Tekton,
+    /// The Jenkins Kubernetes plugin.
+    Jenkins,
+    /// Buildkite's agent-stack-k8s.
+    Buildkite,
+    /// Argo Workflows.
+    Argo,
+    /// Woodpecker's Kubernetes backend.
+    Woodpecker,
+    /// A Job or bare pod.
+    Plain,
+}
+
+impl CiSystem {
+    /// Short name for annotations.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CiSystem::GitLab => "gitlab",
+            CiSystem::ArcRunner => "github-arc",
+            CiSystem::ArcWorkflow => "github-arc-workflow",
+            CiSystem::Tekton => "tekton",
+            CiSystem::Jenkins => "jenkins",
+            CiSystem::Buildkite => "buildkite",
+            CiSystem::Argo => "argo",
+            CiSystem::Woodpecker => "woodpecker",
+            CiSystem::Plain => "plain",
+        }
+    }
+}
+
+fn containers(pod: &Value) -> &[Value] {
+    pod.pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
+}
+
+fn name_of(c: &Value) -> &str {
+    c.get("name").and_then(Value::as_str).unwrap_or("")
+}
+
+fn has_container(pod: &Value, name: &str) -> bool {
+    containers(pod).iter().any(|c| name_of(c) == name)
+}
+
+/// Which CI system created `pod`.
+pub fn ci_system(pod: &Value) -> CiSystem {
+    let meta = PodMeta::new(pod);
+    let has_prefix = |prefix: &str| {
+        [meta.labels, meta.annotations]
+            .iter()
+            .flatten()
+            .any(|m| m.keys().any(|k| k.starts_with(prefix)))
+    };
+    if has_prefix("job.runner.gitlab.com/") || has_prefix("project.runner.gitlab.com/") {
+        CiSystem::GitLab
+    } else if meta.label("runner-pod").is_some() && has_container(pod, "job") {
+        CiSystem::ArcWorkflow
+    } else if has_prefix("actions.github.com/") {
+        CiSystem::ArcRunner
+    } else if meta.label("tekton.dev/taskRun").is_some() || meta.label("tekton.dev/task").is_some()
+    {
+        CiSystem::Tekton
+    } else if has_prefix("buildkite.com/") {
+        CiSystem::Buildkite
+    } else if meta.label("workflows.argoproj.io/workflow").is_some() {
+        CiSystem::Argo
+    } else if meta.label("jenkins/label").is_some()
+        || meta.annotation("runUrl").is_some()
+        || meta.annotation("buildUrl").is_some()
+    {
+        CiSystem::Jenkins
+    } else if meta.label("step").is_some()
+        && (pod
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .is_some_and(|n| n.starts_with("wp-"))
+            || env_in(containers(pod).first(), "CI") == Some("woodpecker"))
+    {
+        CiSystem::Woodpecker
+    } else {
+        CiSystem::Plain
+    }
+}
+
+/// A literal env value of container `c`.
+fn env_in<'a>(c: Option<&'a Value>, name: &str) -> Option<&'a str> {
+    c?.get("env")?
+        .as_array()?
+        .iter()
+        .find(|e| e.get("name").and_then(Value::as_str) == Some(name))?
+        .get("value")?
+        .as_str()
+        .filter(|v| !v.is_empty())
+}
+
+/// The chosen build container and how it was chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chosen {
+    /// Index in `spec.containers`.
+    pub index: usize,
+    /// How it was chosen (the `inframind.io/container-choice` annotation).
+    pub how: String,
+}
+
+/// (cpu cores, memory GiB) requested by a container (a limit alone counts as the request).
+fn requested(c: &Value) -> (f64, f64) {
+    let read = |key: &str, parse: fn(&str) -> Option<f64>| {
+        ["requests", "limits"].iter().find_map(|m| {
+            c.pointer(&format!("/resources/{m}/{key}"))
+                .and_then(Value::as_str)
+                .and_then(parse)
+        })
+    };
+    (
+        read("cpu", parse_cpu).unwrap_or(0.0),
+        read("memory", parse_mem_gb).unwrap_or(0.0),
+    )
+}
+
+/// Among `candidates` (indices), the one the evidence points at, and why.
+fn by_evidence(all: &[Value], candidates: &[usize], what: &str) -> Option<Chosen> {
+    let chosen = |index: usize, why: &str| {
+        Some(Chosen {
+            index,
+            how: format!("{why} ({what})"),
+        })
+    };
+    match candidates {
+        [] => None,
+        [only] => chosen(*only, "the only candidate"),
+        _ => {
+            let largest = candidates.iter().copied().max_by(|&a, &b| {
+                let (ra, rb) = (requested(&all[a]), requested(&all[b]));
+                ra.0.total_cmp(&rb.0)
+                    .then(ra.1.total_cmp(&rb.1))
+                    // Ties go to the earlier container.
+                    .then(b.cmp(&a))
+            })?;
+            if requested(&all[largest]) != (0.0, 0.0) {
+                return chosen(largest, "largest requests");
+            }
+            if let Some(i) = candidates.iter().copied().find(|&i| {
+                all[i]
+                    .get("image")
+                    .and_then(Value::as_str)
+                    .is_some_and(is_build_image)
+            }) {
+                return chosen(i, "build image");
+            }
+            chosen(candidates[0], "first candidate")
+        }
+    }
+}
+
+/// The build container of `pod`, chosen by evidence (see the module docs); `None` when every
+/// container is a helper or the named one is missing.
+pub fn choose_container(pod: &Value) -> Option<Chosen> {
+    let all = containers(pod);
+    let meta = PodMeta::new(pod);
+    if let Some(wanted) = meta.annotation(CONTAINER_ANNOTATION) {
+        return all
+            .iter()
+            .position(|c| c.is_object() && name_of(c) == wanted)
+            .map(|index| Chosen {
+                index,
+                how: "annotation inframind.io/container".into(),
+            });
+    }
+    let ci = ci_system(pod);
+    let named = |name: &str| {
+        all.iter()
+            .position(|c| c.is_object() && name_of(c) == name)
+            .map(|index| Chosen {
+                index,
+                how: format!("{}: the {name} container", ci.as_str()),
+            })
+    };
+    let where_name = |keep: &dyn Fn(&str) -> bool| -> Vec<usize> {
+        // Only a container that is an object can be patched (fuzzed pods carry other values).
+        (0..all.len())
+            .filter(|&i| all[i].is_object() && keep(name_of(&all[i])))
+            .collect()
+    };
+    let system = match ci {
+        CiSystem::GitLab => named("build"),
+        CiSystem::ArcWorkflow => named("job"),
+        CiSystem::ArcRunner => named("runner"),
+        CiSystem::Argo => named("main"),
+        CiSystem::Tekton => {
+            let steps = where_name(&|n| {
+                n.strip_prefix("step-")
+                    .is_some_and(|step| !is_tekton_helper_step(step))
+            });
+            // Without requests, a step named like a build beats the first one.
+            let build_named = steps.iter().copied().find(|&i| {
+                let n = name_of(&all[i]);
+                ["build", "compile", "make", "test"]
+                    .iter()
+                    .any(|w| n.contains(w))
+            });
+            let chosen = by_evidence(all, &steps, "tekton build step")?;
+            return Some(match (chosen.how.starts_with("first"), build_named) {
+                (true, Some(i)) => Chosen {
+                    index: i,
+                    how: "build-like step name (tekton build step)".into(),
+                },
+                _ => chosen,
+            });
+        }
+        CiSystem::Buildkite => {
+            let commands = where_name(&|n| n.starts_with("container-"));
+            by_evidence(all, &commands, "buildkite command container")
+        }
+        CiSystem::Jenkins | CiSystem::Woodpecker | CiSystem::Plain => None,
+    };
+    if system.is_some() {
+        return system;
+    }
+    let others = where_name(&|n| !is_sidecar(n));
+    by_evidence(all, &others, "containers that are not helpers")
+}
+
+/// Index of the build container in `spec.containers`.
+pub fn build_container(pod: &Value) -> Option<usize> {
+    choose_container(pod).map(|c| c.index)
+}
+
+/// `<namespace>:<name>`: identity of an identifier that is unique only inside a namespace.
+fn scoped(namespace: &str, name: &str) -> String {
+    format!("{namespace}:{name}")
+}
+
+/// The repository name ARC's container hooks put in the job's workingDir `/__w/<repo>/<repo>`.
+fn arc_repo_from_workdir(dir: &str) -> Option<&str> {
+    let mut parts = dir.strip_prefix("/__w/")?.split('/');
+    let repo = parts.next().filter(|r| !r.is_empty())?;
+    Some(repo)
+}
+
+fn pipeline(meta: &PodMeta<'_>, container: Option<&Value>, ns: &str) -> Option<String> {
+    let pod = meta.pod;
     if let Some(p) = meta.either(contract::PIPELINE) {
         return Some(p.to_string());
     }
@@ -168,11 +487,14 @@ fn pipeline(meta: &PodMeta<'_>) -> Option<String> {
     {
         return Some(p);
     }
-    if let (Some(ns), Some(name)) = (
+    if let (Some(group), Some(name)) = (
         meta.label("project.runner.gitlab.com/namespace"),
         meta.label("project.runner.gitlab.com/name"),
     ) {
-        return Some(format!("{ns}/{name}"));
+        return Some(format!("{group}/{name}"));
+    }
+    if let Some(p) = env_in(container, "CI_PROJECT_PATH") {
+        return Some(p.to_string());
     }
     if let Some(p) = meta
         .annotation("pipelinesascode.tekton.dev/url-repository")
@@ -184,7 +506,13 @@ fn pipeline(meta: &PodMeta<'_>) -> Option<String> {
         .label("tekton.dev/pipeline")
         .or_else(|| meta.label("tekton.dev/task"))
     {
-        return Some(p.to_string());
+        return Some(scoped(
+            ns,
+            &match meta.label("tekton.dev/pipelineTask") {
+                Some(task) => format!("{p}/{task}"),
+                None => p.to_string(),
+            },
+        ));
     }
     if let Some(p) = meta.either("buildkite.com/pipeline-slug") {
         return Some(p.to_string());
@@ -198,11 +526,23 @@ fn pipeline(meta: &PodMeta<'_>) -> Option<String> {
     if let Some(repo) = meta.label("actions.github.com/repository") {
         return Some(match meta.label("actions.github.com/organization") {
             Some(org) => format!("{org}/{repo}"),
-            None => repo.to_string(),
+            None => scoped(ns, repo),
         });
     }
     if let Some(p) = meta.label("actions.github.com/scale-set-name") {
-        return Some(p.to_string());
+        return Some(scoped(ns, p));
+    }
+    if meta.label("runner-pod").is_some() {
+        if let Some(repo) = env_in(container, "GITHUB_REPOSITORY") {
+            return Some(repo.to_string());
+        }
+        if let Some(repo) = container
+            .and_then(|c| c.get("workingDir"))
+            .and_then(Value::as_str)
+            .and_then(arc_repo_from_workdir)
+        {
+            return Some(scoped(ns, repo));
+        }
     }
     if let Some(url) = meta
         .annotation("runUrl")
@@ -217,24 +557,44 @@ fn pipeline(meta: &PodMeta<'_>) -> Option<String> {
         }
     }
     if let Some(p) = meta.label("jenkins/label") {
-        return Some(stable_name(p));
+        return Some(scoped(ns, &stable_name(p)));
     }
-    if let Some(g) = meta
-        .pod
+    if let Some(wf) = meta.label("workflows.argoproj.io/workflow") {
+        let wf = stable_name(wf);
+        let step = meta
+            .annotation("workflows.argoproj.io/node-name")
+            .and_then(|n| n.rsplit('.').next())
+            .map(|s| s.split('(').next().unwrap_or(s).trim())
+            .filter(|s| !s.is_empty() && !s.contains('[') && *s != wf);
+        return Some(scoped(
+            ns,
+            &match step {
+                Some(step) => format!("{wf}/{step}"),
+                None => wf,
+            },
+        ));
+    }
+    if let Some(repo) = env_in(container, "CI_REPO") {
+        return Some(match meta.label("step") {
+            Some(step) => format!("{repo}/{step}"),
+            None => repo.to_string(),
+        });
+    }
+    if let Some(g) = pod
         .pointer("/metadata/generateName")
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
     {
-        return Some(stable_name(g));
+        return Some(scoped(ns, &stable_name(g)));
     }
-    meta.pod
-        .pointer("/metadata/ownerReferences/0/name")
+    pod.pointer("/metadata/ownerReferences/0/name")
         .and_then(Value::as_str)
         .map(stable_name)
         .filter(|s| !s.is_empty())
+        .map(|s| scoped(ns, &s))
 }
 
-fn branch(meta: &PodMeta<'_>) -> Option<String> {
+fn branch(meta: &PodMeta<'_>, container: Option<&Value>) -> Option<String> {
     let direct = meta
         .either(contract::BRANCH)
         .or_else(|| meta.annotation("job.runner.gitlab.com/ref"))
@@ -243,40 +603,39 @@ fn branch(meta: &PodMeta<'_>) -> Option<String> {
     if let Some(b) = direct {
         return Some(b.trim_start_matches("refs/heads/").to_string());
     }
-    let url = meta
+    if let Some(url) = meta
         .annotation("runUrl")
-        .or_else(|| meta.annotation("buildUrl"))?;
-    let jobs = jenkins_jobs(url);
-    (jobs.len() > 1).then(|| jobs[jobs.len() - 1].replace("%2F", "/"))
+        .or_else(|| meta.annotation("buildUrl"))
+    {
+        let jobs = jenkins_jobs(url);
+        if jobs.len() > 1 {
+            return Some(jobs[jobs.len() - 1].replace("%2F", "/"));
+        }
+    }
+    [
+        "CI_COMMIT_REF_NAME",
+        "CI_COMMIT_SOURCE_BRANCH",
+        "CI_COMMIT_BRANCH",
+        "BUILDKITE_BRANCH",
+        "GITHUB_HEAD_REF",
+        "GITHUB_REF_NAME",
+    ]
+    .iter()
+    .find_map(|n| env_in(container, n))
+    .map(|b| b.trim_start_matches("refs/heads/").to_string())
 }
 
-/// Index of the build container in `spec.containers`.
-pub fn build_container(pod: &Value) -> Option<usize> {
-    let containers = pod.pointer("/spec/containers")?.as_array()?;
+/// The build context of a pod in `namespace` whose build container is at `container`; `None`
+/// without a pipeline. Namespace-unique identifiers are scoped by `namespace`.
+pub fn context(pod: &Value, container: usize, namespace: &str) -> Option<BuildContext> {
     let meta = PodMeta::new(pod);
-    fn name_of(c: &Value) -> &str {
-        c.get("name").and_then(Value::as_str).unwrap_or("")
-    }
-    // Only a container that is an object can be patched (fuzzed pods carry numbers and strings).
-    if let Some(wanted) = meta.annotation(CONTAINER_ANNOTATION) {
-        return containers
-            .iter()
-            .position(|c| c.is_object() && name_of(c) == wanted);
-    }
-    containers
-        .iter()
-        .position(|c| c.is_object() && !is_sidecar(name_of(c)))
-}
-
-/// The build context of a pod whose build container is at `container`; `None` without a pipeline.
-pub fn context(pod: &Value, container: usize) -> Option<BuildContext> {
-    let meta = PodMeta::new(pod);
-    let pipeline = pipeline(&meta)?;
+    let c = containers(pod).get(container);
+    let pipeline = pipeline(&meta, c, namespace)?;
     let image = meta
         .either(contract::IMAGE)
         .map(str::to_string)
         .or_else(|| {
-            pod.pointer(&format!("/spec/containers/{container}/image"))
+            c.and_then(|c| c.get("image"))
                 .and_then(Value::as_str)
                 .map(str::to_string)
         })
@@ -295,10 +654,22 @@ pub fn context(pod: &Value, container: usize) -> Option<BuildContext> {
         .to_string();
     Some(BuildContext {
         pipeline: bounded(pipeline),
-        branch: bounded(branch(&meta).unwrap_or_else(|| crate::record::UNKNOWN.to_string())),
+        branch: bounded(branch(&meta, c).unwrap_or_else(|| crate::record::UNKNOWN.to_string())),
         image: bounded(image),
         node: bounded(node),
     })
+}
+
+/// The namespace of an admission: the request's, else the pod's, else `default`.
+pub fn namespace_of<'a>(request_namespace: Option<&'a str>, pod: &'a Value) -> &'a str {
+    request_namespace
+        .filter(|n| !n.is_empty())
+        .or_else(|| {
+            pod.pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+        })
+        .unwrap_or("default")
 }
 
 #[cfg(test)]
@@ -321,7 +692,10 @@ mod tests {
             json!({"inframind.io/branch": "b".repeat(1 << 20)}),
             json!([{"name": "build", "image": "i"}]),
         );
-        assert_eq!(context(&p, 0).unwrap().branch.len(), MAX_RECOGNISED_LEN);
+        assert_eq!(
+            context(&p, 0, "ci").unwrap().branch.len(),
+            MAX_RECOGNISED_LEN
+        );
     }
 
     fn pod(labels: Value, annotations: Value, containers: Value) -> Value {
@@ -329,7 +703,7 @@ mod tests {
     }
 
     fn ctx(p: &Value) -> BuildContext {
-        context(p, build_container(p).unwrap()).unwrap()
+        context(p, build_container(p).unwrap(), "ci").unwrap()
     }
 
     #[test]
@@ -356,7 +730,7 @@ mod tests {
         );
         assert_eq!(
             (ctx(&tekton).pipeline, ctx(&tekton).branch),
-            ("build-api".to_string(), "main".to_string())
+            ("ci:build-api".to_string(), "main".to_string())
         );
 
         let bk = pod(
@@ -407,20 +781,73 @@ mod tests {
         let c = ctx(&bare);
         assert_eq!(
             (c.pipeline.as_str(), c.node.as_str()),
-            ("build-myapp", "m5.2xlarge")
+            ("ci:build-myapp", "m5.2xlarge")
         );
         assert_eq!(stable_name("nightly-28841234"), "nightly");
         assert_eq!(stable_name("api-build"), "api-build");
 
         let owned = json!({"metadata": {"ownerReferences": [{"kind": "Job", "name": "compile-42"}]}, "spec": {"containers": [{"name": "c"}]}});
-        assert_eq!(ctx(&owned).pipeline, "compile");
+        assert_eq!(ctx(&owned).pipeline, "ci:compile");
         let anonymous = json!({"metadata": {"name": "x"}, "spec": {"containers": [{"name": "c"}]}});
-        assert!(context(&anonymous, 0).is_none());
+        assert!(context(&anonymous, 0, "ci").is_none());
         let named_missing = pod(
             json!({}),
             json!({"inframind.io/container": "nope"}),
             json!([{"name": "a"}]),
         );
         assert_eq!(build_container(&named_missing), None);
+    }
+
+    #[test]
+    fn the_build_container_is_chosen_by_evidence_never_a_helper() {
+        let tekton = pod(
+            json!({"tekton.dev/taskRun": "tr-1", "tekton.dev/task": "build"}),
+            json!({}),
+            json!([{"name": "step-clone", "image": "alpine/git"},
+                   {"name": "step-build", "image": "gcc:12", "resources": {"requests": {"cpu": "2", "memory": "3Gi"}}},
+                   {"name": "step-upload", "image": "curl", "resources": {"requests": {"cpu": "100m"}}},
+                   {"name": "step-lint", "image": "golangci-lint", "resources": {"requests": {"cpu": "500m"}}},
+                   {"name": "sidecar-registry", "image": "registry:2", "resources": {"requests": {"cpu": "4"}}}]),
+        );
+        let c = choose_container(&tekton).unwrap();
+        assert_eq!(c.index, 1);
+        assert!(c.how.contains("largest requests"), "{}", c.how);
+        // No requests anywhere: a build image, then a build-like name, beat order.
+        let plain = pod(
+            json!({}),
+            json!({}),
+            json!([{"name": "fetch", "image": "alpine/git"}, {"name": "compile", "image": "rust:1.82"}]),
+        );
+        assert_eq!(
+            choose_container(&plain).unwrap().how,
+            "build image (containers that are not helpers)"
+        );
+        let named = pod(
+            json!({"tekton.dev/task": "t"}),
+            json!({}),
+            json!([{"name": "step-lint", "image": "a"}, {"name": "step-compile", "image": "b"}]),
+        );
+        assert_eq!(build_container(&named), Some(1));
+        let only_helpers = pod(
+            json!({"tekton.dev/task": "t"}),
+            json!({}),
+            json!([{"name": "step-git-clone", "image": "a"}, {"name": "sidecar-x"}]),
+        );
+        assert_eq!(choose_container(&only_helpers), None);
+        let argo = pod(
+            json!({"workflows.argoproj.io/workflow": "build-x7k2p"}),
+            json!({"workflows.argoproj.io/node-name": "build-x7k2p.compile"}),
+            json!([{"name": "wait", "image": "argoexec"}, {"name": "main", "image": "golang:1.23"}]),
+        );
+        assert_eq!(build_container(&argo), Some(1));
+        assert_eq!(ctx(&argo).pipeline, "ci:build/compile");
+    }
+
+    #[test]
+    fn arc_workflow_pods_are_recognised_from_the_working_dir() {
+        let wf = json!({"metadata": {"name": "runner-abc12-workflow", "labels": {"runner-pod": "runner-abc12"}},
+            "spec": {"containers": [{"name": "job", "image": "node:22", "workingDir": "/__w/engine/engine"}]}});
+        assert_eq!(ci_system(&wf), CiSystem::ArcWorkflow);
+        assert_eq!(ctx(&wf).pipeline, "ci:engine");
     }
 }

@@ -456,9 +456,22 @@ fn finished(pod: &Value) -> k8s_openapi::api::core::v1::Pod {
 
 #[test]
 fn the_watcher_reads_back_the_concurrency_admission_saw_or_wrote() {
-    for flags in ["-j4", "-j 4", "--jobs=4", "--jobs 4", "-k -j 4 V=1"] {
+    let vars = [
+        ("MAKEFLAGS", "-j4"),
+        ("MAKEFLAGS", "-j 4"),
+        ("MAKEFLAGS", "--jobs=4"),
+        ("MAKEFLAGS", "--jobs 4"),
+        ("MAKEFLAGS", "-k -j 4 V=1"),
+        ("GOFLAGS", "-mod=mod -p=4"),
+        ("MAVEN_ARGS", "-B -T 4 -ntp"),
+        ("MAVEN_ARGS", "--threads=4"),
+        ("GRADLE_OPTS", "-Xmx2g -Dorg.gradle.workers.max=4"),
+        ("MAX_JOBS", "4"),
+        ("CARGO_BUILD_JOBS", "4"),
+    ];
+    for (var, flags) in vars {
         let mut pod = build_pod(json!({}));
-        pod["spec"]["containers"][0]["env"] = json!([{"name": "MAKEFLAGS", "value": flags}]);
+        pod["spec"]["containers"][0]["env"] = json!([{"name": var, "value": flags}]);
         for (dry_run, stats) in [
             (true, Some(history())),
             (false, None),

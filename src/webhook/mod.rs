@@ -5,6 +5,7 @@
 
 pub mod ca;
 pub mod metrics;
+pub mod namespace_policy;
 pub mod nodes;
 pub mod server;
 pub mod stats_cache;
@@ -88,6 +89,9 @@ pub struct WebhookArgs {
     /// may land on, from a Node watch (needs list/watch on nodes; configured node bounds win).
     #[arg(long, env = "INFRAMIND_WATCH_NODES", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub watch_nodes: bool,
+    /// Watch every namespace's LimitRange and ResourceQuota and keep decisions within them.
+    #[arg(long, env = "INFRAMIND_WATCH_NAMESPACE_LIMITS", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub watch_namespace_limits: bool,
     /// Optimizer settings.
     #[command(flatten)]
     pub optimizer: OptimizerSettings,
@@ -140,6 +144,7 @@ pub fn settings(args: &WebhookArgs) -> anyhow::Result<Settings> {
         recommender: Recommender::new(Optimizer::new(args.optimizer.config()?))
             .with_cache(Arc::new(crate::optimizer::cache::DecisionCache::new())),
         nodes: None,
+        policies: Arc::new(crate::admission::limits::Policies::new()),
     })
 }
 
@@ -178,6 +183,17 @@ pub async fn run(global: &Global, args: WebhookArgs) -> anyhow::Result<()> {
     let live = Arc::new(LiveModel::new());
     let mut settings = settings(&args)?;
     watch_nodes(&args, &mut settings).await;
+    if args.watch_namespace_limits {
+        match kube::Client::try_default().await {
+            Ok(client) => {
+                namespace_policy::spawn(client, settings.policies.clone());
+            }
+            // Without an API server (local runs) nothing is known, so nothing is bounded.
+            Err(e) => {
+                tracing::warn!(error = %e, "no Kubernetes API: LimitRanges and ResourceQuotas are not watched")
+            }
+        }
+    }
     let state = Arc::new(AppState {
         settings,
         live: live.clone(),

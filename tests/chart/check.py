@@ -83,7 +83,7 @@ COMMON_ENV = ["INFRAMIND_DATABASE_URL", "INFRAMIND_REDIS_URL", "INFRAMIND_MODELS
 OPTIMIZER_ENV = ["INFRAMIND_OBJECTIVE", "INFRAMIND_EXPLORATION_RATE", "INFRAMIND_MIN_CPU", "INFRAMIND_MAX_CPU",
                  "INFRAMIND_MIN_MEM_GB", "INFRAMIND_MAX_MEM_GB", "INFRAMIND_MIN_CONCURRENCY",
                  "INFRAMIND_MAX_CONCURRENCY", "INFRAMIND_CPU_PRICE_PER_HOUR", "INFRAMIND_MEM_PRICE_PER_GB_HOUR"]
-WEBHOOK_ONLY_ENV = ["INFRAMIND_DRY_RUN", "INFRAMIND_CONCURRENCY_ENV"]
+WEBHOOK_ONLY_ENV = ["INFRAMIND_DRY_RUN", "INFRAMIND_CONCURRENCY_ENV", "INFRAMIND_WATCH_NAMESPACE_LIMITS"]
 WEBHOOK_ENV = WEBHOOK_ONLY_ENV + OPTIMIZER_ENV
 CONTROLLER_ENV = ["INFRAMIND_LEASE_NAME", "POD_NAME", "POD_NAMESPACE"]
 # Training Jobs (controller.batchJobs): the training ServiceAccount (controller only) and the
@@ -107,7 +107,7 @@ VALUE_SETS: dict[str, dict] = {
     "cert-manager-issuer": {
         "certificates": {"mode": "cert-manager",
                          "certManager": {"issuerRef": {"name": "corp-ca", "kind": "ClusterIssuer"}}},
-        "webhook": {"timeoutSeconds": 3, "reinvocationPolicy": "IfNeeded"},
+        "webhook": {"timeoutSeconds": 3, "reinvocationPolicy": "IfNeeded", "watchNamespaceLimits": False},
     },
     "self-signed": {"certificates": {"mode": "self-signed"}, "metrics": {"serviceMonitor": {"enabled": True}}},
     "helm-certs-dry-run": {
@@ -568,6 +568,7 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
         want = {
             "INFRAMIND_DRY_RUN": "true" if o["dryRun"] else "false",
             "INFRAMIND_CONCURRENCY_ENV": ",".join(o["concurrencyEnv"]),
+            "INFRAMIND_WATCH_NAMESPACE_LIMITS": "true" if v["webhook"]["watchNamespaceLimits"] else "false",
         }
         for var, val in want.items():
             assert env[var].get("value") == val, f"webhook: {var}={env[var].get('value')!r}, expected {val!r}"
@@ -650,7 +651,8 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
             assert flag("--tls-cert") == "/tls/tls.crt" and flag("--tls-key") == "/tls/tls.key", f"webhook args {args}"
             assert mounts["tls"]["mountPath"] == "/tls" and mounts["tls"].get("readOnly") is True
             assert vols["tls"]["secret"]["secretName"] == tls_secret
-            assert spec.get("automountServiceAccountToken") is False, "the webhook needs no API access in this mode"
+            assert spec.get("automountServiceAccountToken") is v["webhook"]["watchNamespaceLimits"], \
+                "the webhook needs the API token only to watch LimitRanges and ResourceQuotas in this mode"
         assert resolve_port(ct, "https") == port
         for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
             get = ct[probe]["httpGet"]
@@ -891,7 +893,8 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
                     assert "*" not in rule.get(field, []), f"{r['kind']}/{r['metadata']['name']}: wildcard {field}"
         wh_sa = one(objs, "ServiceAccount", svc_name)
         watch_nodes = v["webhook"]["watchNodes"]
-        assert wh_sa.get("automountServiceAccountToken") is (mode == "self-signed" or watch_nodes)
+        watch_limits = v["webhook"]["watchNamespaceLimits"]
+        assert wh_sa.get("automountServiceAccountToken") is (mode == "self-signed" or watch_nodes or watch_limits)
         cluster, namespaced = grants_for(objs, svc_name, NAMESPACE)
         mwc_name = one(objs, "MutatingWebhookConfiguration")["metadata"]["name"]
         want = expand("admissionregistration.k8s.io", "mutatingwebhookconfigurations", ["get", "patch"], mwc_name) \
@@ -899,6 +902,8 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
         if watch_nodes and v["rbac"]["create"]:
             # Read-only Node watch: list and watch, never get one by name or write.
             want |= expand("", "nodes", ["list", "watch"])
+        if watch_limits and v["rbac"]["create"]:
+            want |= expand("", "limitranges", ["list", "watch"]) | expand("", "resourcequotas", ["list", "watch"])
         assert cluster == want and not namespaced, f"webhook grants {sorted(cluster)} {namespaced}, expected exactly {sorted(want)}"
         # the API: nothing, or `create` on TrainingJobs in api.trainingNamespace
         if api_on:

@@ -13,6 +13,7 @@ mod drills;
 mod e2e;
 mod layout;
 mod outcomes;
+mod recognition;
 mod registry;
 mod replay;
 mod reporter;

@@ -84,7 +84,7 @@ async fn replay(store: &Store, runs: &[RunRecord]) -> HashMap<String, Seen> {
         }
         let pod = pod_of(run);
         let i = recognise::build_container(&pod).expect("a build container");
-        let ctx = recognise::context(&pod, i).expect("a recognised pod");
+        let ctx = recognise::context(&pod, i, "ci").expect("a recognised pod");
         let stats = cache.get(&ctx.pipeline);
         seen.insert(run.run_id.clone(), Seen { ctx, stats });
     }

@@ -81,7 +81,7 @@ fn tekton_pod() -> Value {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"generateName": "build-engine-run-x7k2p-compile-", "namespace": "ci",
             "labels": {"tekton.dev/pipeline": "acme/engine", "tekton.dev/pipelineRun": "build-engine-run-x7k2p", "tekton.dev/taskRun": "build-engine-run-x7k2p-compile", "app.kubernetes.io/managed-by": "tekton-pipelines"},
-            "annotations": {"pipelinesascode.tekton.dev/branch": "pr-12", "pipeline.tekton.dev/release": "v0.59.0"}},
+            "annotations": {"pipelinesascode.tekton.dev/branch": "pr-12", "pipelinesascode.tekton.dev/url-repository": "https://github.com/acme/engine", "pipeline.tekton.dev/release": "v0.59.0"}},
         "spec": {"containers": [{"name": "step-compile", "image": "gcc:14", "command": ["/tekton/bin/entrypoint"]}, {"name": "sidecar-registry", "image": "registry:2"}],
                  "initContainers": [{"name": "prepare", "image": "entrypoint"}]}
     })
@@ -190,8 +190,8 @@ async fn build_pods_from_ci_systems_are_right_sized() {
     let env = step["env"].as_array().unwrap();
     assert_eq!(
         env.len(),
-        4 + 9,
-        "4 concurrency variables and the reporter's 9"
+        inframind::admission::DEFAULT_CONCURRENCY_ENV.len() + 9,
+        "every tool's concurrency variable and the reporter's 9"
     );
     let var = |name: &str| env.iter().find(|e| e["name"] == name).cloned().unwrap();
     assert_eq!(
@@ -220,8 +220,8 @@ async fn build_pods_from_ci_systems_are_right_sized() {
     let (_, out) = wh.admit("uid-bare", &pod).await;
     assert_eq!(out["spec"], pod["spec"]);
     assert_eq!(
-        out["metadata"]["annotations"]["inframind.io/pipeline"],
-        "nightly-docs"
+        out["metadata"]["annotations"]["inframind.io/pipeline"], "ci:nightly-docs",
+        "a generateName is only unique in its namespace"
     );
     assert_eq!(
         out["metadata"]["annotations"]["inframind.io/decision"],
