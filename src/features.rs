@@ -316,6 +316,8 @@ mod tests {
             retry_count: 0,
             oom_killed: false,
             started_at: Utc.timestamp_opt(1_700_000_000 + minute * 60, 0).unwrap(),
+            decision: None,
+            predicted_duration_s: None,
         }
     }
 

@@ -20,6 +20,7 @@ pub mod outcome;
 pub mod record;
 pub mod registry;
 pub mod reporter;
+pub mod savings;
 pub mod serving;
 pub mod simulate;
 pub mod stats;

@@ -5,6 +5,7 @@
 //! why; anything doubtful admits the pod unchanged with a warning (fail open).
 
 pub mod contract;
+pub mod holdout;
 pub mod patch;
 pub mod quantity;
 pub mod recognise;
@@ -111,6 +112,8 @@ pub enum Outcome {
     Mutated,
     /// Annotated with what would have changed.
     DryRun,
+    /// In the control group: decided and annotated, left as requested.
+    Holdout,
     /// Cold start on a pipeline with no history: annotated, left as requested.
     ColdStart,
     /// Opted out, already handled, or nothing to act on.
@@ -127,6 +130,7 @@ impl Outcome {
         match self {
             Outcome::Mutated => "mutated",
             Outcome::DryRun => "dry_run",
+            Outcome::Holdout => "holdout",
             Outcome::ColdStart => "cold_start",
             Outcome::Unchanged => "unchanged",
             Outcome::Ignored => "ignored",
@@ -146,6 +150,9 @@ pub struct Settings {
     pub cold_start_apply_defaults: bool,
     /// Assembles decisions (the same way the API and the CLI do).
     pub recommender: Recommender,
+    /// Share of decided pods left as requested as the control group (by pod uid). The library
+    /// default holds none out; the webhook's `--holdout-rate` defaults to 5 %.
+    pub holdout_rate: f64,
 }
 
 impl Default for Settings {
@@ -158,6 +165,7 @@ impl Default for Settings {
                 .collect(),
             cold_start_apply_defaults: false,
             recommender: Recommender::default(),
+            holdout_rate: 0.0,
         }
     }
 }
@@ -280,10 +288,14 @@ pub fn admit(
 
     let no_history = stats.is_none() && decision.cold_start && !settings.cold_start_apply_defaults;
     let dry_run = settings.dry_run || meta.flag(DRY_RUN_ANNOTATION);
-    let (what, outcome) = match (no_history, dry_run) {
-        (true, _) => ("unchanged", Outcome::ColdStart),
-        (false, true) => ("dry-run", Outcome::DryRun),
-        (false, false) => ("applied", Outcome::Mutated),
+    // The control group is drawn only among pods that would be changed, so holdout and applied
+    // builds differ in one thing: whether the recommendation was applied.
+    let held_out = !no_history && !dry_run && holdout::held_out(uid, settings.holdout_rate);
+    let (what, outcome) = match (no_history, dry_run, held_out) {
+        (true, _, _) => (contract::DECISION_UNCHANGED, Outcome::ColdStart),
+        (false, true, _) => (contract::DECISION_DRY_RUN, Outcome::DryRun),
+        (false, false, true) => (contract::DECISION_HOLDOUT, Outcome::Holdout),
+        (false, false, false) => (contract::DECISION_APPLIED, Outcome::Mutated),
     };
     let mut ops = Vec::new();
     if outcome == Outcome::Mutated {
@@ -312,6 +324,15 @@ pub fn admit(
         notes.push((
             contract::REASON.into(),
             "no history for this pipeline yet: left as requested".into(),
+        ));
+    }
+    if held_out {
+        notes.push((
+            contract::REASON.into(),
+            format!(
+                "control group (holdout rate {:.0}%): left as requested to measure the effect",
+                settings.holdout_rate * 100.0
+            ),
         ));
     }
     ops.extend(annotation_ops(pod, &notes));

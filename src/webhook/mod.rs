@@ -71,6 +71,10 @@ pub struct WebhookArgs {
     /// Apply the default baseline to pipelines with no history (otherwise they are only annotated).
     #[arg(long, env = "INFRAMIND_COLD_START_APPLY_DEFAULTS")]
     pub cold_start_apply_defaults: bool,
+    /// Share of decided pods left as requested as the control group (chosen by pod uid, so a
+    /// pod's group never changes): their builds measure what InfraMind saves.
+    #[arg(long, env = "INFRAMIND_HOLDOUT_RATE", default_value_t = crate::admission::holdout::DEFAULT_HOLDOUT_RATE)]
+    pub holdout_rate: f64,
     /// Seconds between refreshes of the per-pipeline stats.
     #[arg(long, env = "INFRAMIND_STATS_REFRESH_SECONDS", default_value_t = 30)]
     pub stats_refresh_seconds: u64,
@@ -134,6 +138,8 @@ pub fn settings(args: &WebhookArgs) -> anyhow::Result<Settings> {
         cold_start_apply_defaults: args.cold_start_apply_defaults,
         recommender: Recommender::new(Optimizer::new(args.optimizer.config()?))
             .with_cache(Arc::new(crate::optimizer::cache::DecisionCache::new())),
+        holdout_rate: crate::admission::holdout::validate_rate(args.holdout_rate)
+            .map_err(anyhow::Error::msg)?,
     })
 }
 
