@@ -7,6 +7,8 @@
 //!   may contain `/`).
 //! - `POST /v1/recommendations`: the optimizer's decision for `{pipeline, branch, image, node,
 //!   seed}` with the store's stats and the active model.
+//! - `GET /v1/savings?pipeline=P&since=7d`: realized savings, builds InfraMind changed against
+//!   the holdout group (see `savings`).
 //! - `POST /v1/train` (admin token only; the design's admin `POST /train`): creates a
 //!   TrainingJob when `--training-namespace` is set, else runs one in this process; the body is an
 //!   optional TrainingJob spec.
@@ -155,6 +157,8 @@ pub struct ApiState {
     pub training: Training,
     /// False while draining: `/readyz` answers 503 so the Service stops sending.
     pub ready: std::sync::atomic::AtomicBool,
+    /// Prices the savings report costs builds at (the optimizer's cost-objective prices).
+    pub prices: crate::savings::Prices,
 }
 
 impl ApiState {
@@ -178,6 +182,7 @@ impl ApiState {
             max_body,
             training,
             ready: std::sync::atomic::AtomicBool::new(true),
+            prices: crate::savings::Prices::default(),
         }
     }
 
@@ -194,6 +199,22 @@ impl ApiState {
             }
             Ok(Err(e)) => Err(unavailable(&e.to_string())),
             Err(_) => Err(unavailable("the telemetry store did not answer in time")),
+        }
+    }
+
+    /// The store's runs since `since` ago: 503 response on failure.
+    pub(crate) async fn runs_since(
+        &self,
+        pipeline: Option<&str>,
+        since: chrono::DateTime<Utc>,
+    ) -> Result<Vec<crate::record::RunRecord>, warp::reply::Response> {
+        let store = self.store().await?;
+        match store.runs_since(pipeline, since).await {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                self.reset_store().await;
+                Err(unavailable(&e.to_string()))
+            }
         }
     }
 
@@ -358,6 +379,31 @@ async fn post_recommendation(state: Arc<ApiState>, body: Bytes) -> warp::reply::
     warp::reply::json(&decision).into_response()
 }
 
+/// The savings report for a query (`pipeline`, `since` such as `7d`).
+async fn get_savings(
+    state: Arc<ApiState>,
+    query: std::collections::HashMap<String, String>,
+) -> warp::reply::Response {
+    let period = match crate::savings::parse_period(query.get("since").map_or("7d", String::as_str))
+    {
+        Ok(p) => p,
+        Err(reason) => return error(StatusCode::BAD_REQUEST, &format!("since: {reason}")),
+    };
+    let since = Utc::now() - period;
+    let runs = match state
+        .runs_since(query.get("pipeline").map(String::as_str), since)
+        .await
+    {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let cfg = crate::savings::SavingsConfig {
+        prices: state.prices,
+        ..Default::default()
+    };
+    warp::reply::json(&crate::savings::report(&runs, since, &cfg)).into_response()
+}
+
 async fn post_train(state: Arc<ApiState>, body: Bytes) -> warp::reply::Response {
     let spec: TrainingJobSpec = if body.iter().all(u8::is_ascii_whitespace) {
         match serde_json::from_value(json!({})) {
@@ -477,6 +523,11 @@ pub fn routes(
         .and(auth.clone())
         .and(capped_body(max))
         .then(|s, _c: Caller, body| post_recommendation(s, body));
+    let savings = warp::path!("v1" / "savings")
+        .and(warp::get())
+        .and(auth.clone())
+        .and(warp::query::<std::collections::HashMap<String, String>>())
+        .then(|s, _c: Caller, q| get_savings(s, q));
     let train = warp::path!("v1" / "train")
         .and(warp::post())
         .and(auth)
@@ -506,6 +557,8 @@ pub fn routes(
         .or(recommend)
         .unify()
         .or(train)
+        .unify()
+        .or(savings)
         .unify()
         .or(healthz)
         .unify()
@@ -627,7 +680,7 @@ pub async fn run(global: &Global, args: ApiArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    let state = Arc::new(ApiState::new(
+    let mut state = ApiState::new(
         global.database_url.clone(),
         ingest,
         admin,
@@ -635,7 +688,9 @@ pub async fn run(global: &Global, args: ApiArgs) -> anyhow::Result<()> {
         Recommender::new(Optimizer::new(args.optimizer.config()?)),
         args.max_body_bytes,
         training,
-    ));
+    );
+    state.prices = crate::savings::Prices::from_optimizer(&args.optimizer);
+    let state = Arc::new(state);
     let server = spawn(args.listen, tls, state.clone()).await?;
     tracing::info!(addr = %server.addr(), "InfraMind API serving");
     server

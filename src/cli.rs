@@ -29,14 +29,17 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// How results are printed.
+/// How results are printed (`-o table|json|yaml`).
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, Default)]
 pub enum Output {
-    /// Human-readable text.
+    /// A human-readable table (`text` is accepted too).
     #[default]
-    Text,
+    #[value(alias = "text")]
+    Table,
     /// JSON.
     Json,
+    /// YAML.
+    Yaml,
 }
 
 /// Subcommands.
@@ -51,6 +54,8 @@ pub enum Command {
     Models(ModelsCommand),
     /// Show a model's feature importances and metrics.
     Explain(ExplainArgs),
+    /// Realized savings: builds InfraMind changed against the holdout (control) group.
+    Savings(SavingsArgs),
     /// Write simulated build telemetry to a file (JSON lines or CSV).
     Simulate(SimulateArgs),
     /// The whole loop on the embedded default: simulate, ingest, train, evaluate, recommend.
@@ -91,7 +96,7 @@ pub struct RecommendArgs {
     #[command(flatten)]
     pub optimizer: OptimizerSettings,
     /// Output format.
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(short, long, value_enum, default_value_t)]
     pub output: Output,
 }
 
@@ -104,7 +109,7 @@ pub struct IngestArgs {
     #[arg(long)]
     pub strict: bool,
     /// Output format.
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(short, long, value_enum, default_value_t)]
     pub output: Output,
 }
 
@@ -186,7 +191,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "NAMESPACE/NAME")]
     pub training_job: Option<String>,
     /// Output format.
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(short, long, value_enum, default_value_t)]
     pub output: Output,
 }
 
@@ -196,7 +201,7 @@ pub enum ModelsCommand {
     /// List model versions with their metrics (`*` marks the active one).
     List {
         /// Output format.
-        #[arg(long, value_enum, default_value_t)]
+        #[arg(short, long, value_enum, default_value_t)]
         output: Output,
     },
     /// Make a version active (after verifying its artifact).
@@ -219,7 +224,24 @@ pub struct ExplainArgs {
     #[arg(long, default_value_t = 10)]
     pub top: usize,
     /// Output format.
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(short, long, value_enum, default_value_t)]
+    pub output: Output,
+}
+
+/// `savings` arguments.
+#[derive(Debug, Args)]
+pub struct SavingsArgs {
+    /// Only this pipeline.
+    #[arg(long)]
+    pub pipeline: Option<String>,
+    /// The period: builds started in the last `7d`, `24h`, `90m`, `2w`.
+    #[arg(long, default_value = "7d", value_parser = crate::savings::parse_period)]
+    pub since: chrono::Duration,
+    /// Prices (the optimizer's cost-objective prices) and other optimizer settings.
+    #[command(flatten)]
+    pub optimizer: OptimizerSettings,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t)]
     pub output: Output,
 }
 
@@ -235,6 +257,11 @@ pub struct SimulateArgs {
     /// Output file (`.jsonl` or `.csv`).
     #[arg(long)]
     pub out: PathBuf,
+    /// Simulate a week of a controlled rollout instead (about 750 builds, `--runs` is ignored):
+    /// a known right-sizing policy applied to all builds but this share, which is left as
+    /// requested and tagged holdout, as the webhook's `--holdout-rate` does.
+    #[arg(long)]
+    pub holdout_rate: Option<f64>,
 }
 
 /// `quickstart` arguments.
@@ -258,6 +285,7 @@ pub async fn run(global: &Global, command: Command) -> anyhow::Result<()> {
         Command::Train(a) => train(global, a).await,
         Command::Models(cmd) => models(global, cmd).await,
         Command::Explain(a) => explain(global, a),
+        Command::Savings(a) => savings(global, a).await,
         Command::Simulate(a) => simulate(a),
         Command::Quickstart(a) => quickstart(global, a).await,
         Command::Recommend(a) => recommend(global, *a).await,
@@ -283,6 +311,15 @@ async fn connect(global: &Global) -> anyhow::Result<Store> {
 
 fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// Prints `v` as JSON or YAML (the table form is each command's own).
+fn print_data<T: serde::Serialize>(output: Output, v: &T) -> anyhow::Result<()> {
+    match output {
+        Output::Yaml => print!("{}", serde_yaml::to_string(v)?),
+        _ => print_json(v)?,
+    }
     Ok(())
 }
 
@@ -315,8 +352,8 @@ async fn ingest(global: &Global, a: IngestArgs) -> anyhow::Result<()> {
     let store = connect(global).await?;
     let report = ingest_rows(&store, rows, Utc::now()).await?;
     match a.output {
-        Output::Json => print_json(&report)?,
-        Output::Text => print_ingest_report(&report),
+        Output::Json | Output::Yaml => print_data(a.output, &report)?,
+        Output::Table => print_ingest_report(&report),
     }
     if a.strict && !report.rejected.is_empty() {
         bail!("{} rows were rejected", report.rejected.len());
@@ -407,16 +444,19 @@ async fn train(global: &Global, a: TrainArgs) -> anyhow::Result<()> {
         None
     };
     match a.output {
-        Output::Json => print_json(&serde_json::json!({
-            "version": meta.version,
-            "random_holdout": meta.random_holdout,
-            "temporal_holdout": meta.temporal_holdout,
-            "rows": meta.window.rows,
-            "sha256": meta.sha256,
-            "promoted": a.promote,
-            "previous": previous,
-        }))?,
-        Output::Text => {
+        Output::Json | Output::Yaml => print_data(
+            a.output,
+            &serde_json::json!({
+                "version": meta.version,
+                "random_holdout": meta.random_holdout,
+                "temporal_holdout": meta.temporal_holdout,
+                "rows": meta.window.rows,
+                "sha256": meta.sha256,
+                "promoted": a.promote,
+                "previous": previous,
+            }),
+        )?,
+        Output::Table => {
             print_metrics(&meta);
             if a.promote {
                 println!(
@@ -436,8 +476,8 @@ async fn models(global: &Global, cmd: ModelsCommand) -> anyhow::Result<()> {
         ModelsCommand::List { output } => {
             let listed = registry.list().await?;
             match output {
-                Output::Json => print_json(&listed)?,
-                Output::Text => {
+                Output::Json | Output::Yaml => print_data(output, &listed)?,
+                Output::Table => {
                     if listed.is_empty() {
                         println!("no models yet");
                     }
@@ -489,10 +529,11 @@ fn explain(global: &Global, a: ExplainArgs) -> anyhow::Result<()> {
         },
     };
     match a.output {
-        Output::Json => print_json(
+        Output::Json | Output::Yaml => print_data(
+            a.output,
             &serde_json::json!({"version": meta.version, "importances": meta.importances.iter().take(a.top).collect::<Vec<_>>()}),
         )?,
-        Output::Text => {
+        Output::Table => {
             print_metrics(&meta);
             print_importances(&meta, a.top);
         }
@@ -500,8 +541,34 @@ fn explain(global: &Global, a: ExplainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn savings(global: &Global, a: SavingsArgs) -> anyhow::Result<()> {
+    let store = connect(global).await?;
+    let since = Utc::now() - a.since;
+    let runs = store.runs_since(a.pipeline.as_deref(), since).await?;
+    let cfg = crate::savings::SavingsConfig {
+        prices: crate::savings::Prices::from_optimizer(&a.optimizer),
+        ..Default::default()
+    };
+    let report = crate::savings::report(&runs, since, &cfg);
+    match a.output {
+        Output::Json | Output::Yaml => print_data(a.output, &report)?,
+        Output::Table => print!("{}", crate::savings::table(&report)),
+    }
+    Ok(())
+}
+
 fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
-    let runs = crate::simulate::demo_runs(a.runs, Utc::now(), a.seed);
+    let runs = match a.holdout_rate {
+        Some(rate) => {
+            let rate =
+                crate::admission::holdout::validate_rate(rate).map_err(anyhow::Error::msg)?;
+            crate::simulate::controlled_week(Utc::now(), a.seed, rate, &crate::simulate::right_size)
+                .into_iter()
+                .map(|r| r.record)
+                .collect()
+        }
+        None => crate::simulate::demo_runs(a.runs, Utc::now(), a.seed),
+    };
     let ext = a.out.extension().and_then(|e| e.to_str()).unwrap_or("");
     let text = match ext {
         "csv" => {
@@ -628,8 +695,8 @@ async fn recommend(global: &Global, a: RecommendArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| Recommender::seed(&uuid::Uuid::new_v4().to_string()));
     let d = decide(global, &ctx, &recommender, seed).await?;
     match a.output {
-        Output::Json => print_json(&d)?,
-        Output::Text => print_decision(&d),
+        Output::Json | Output::Yaml => print_data(a.output, &d)?,
+        Output::Table => print_decision(&d),
     }
     Ok(())
 }

@@ -40,10 +40,21 @@ pub struct Prices {
 
 impl Default for Prices {
     fn default() -> Self {
-        // Roughly on-demand general-purpose cloud compute split into its cpu and memory parts.
+        // The optimizer's default cost-objective prices (`--cpu-price-per-hour`,
+        // `--mem-price-per-gb-hour`).
         Prices {
-            cpu_hour: 0.0316,
-            gb_hour: 0.0042,
+            cpu_hour: 0.04,
+            gb_hour: 0.005,
+        }
+    }
+}
+
+impl Prices {
+    /// The prices configured for the optimizer's cost objective.
+    pub fn from_optimizer(s: &crate::config::OptimizerSettings) -> Prices {
+        Prices {
+            cpu_hour: s.cpu_price_per_hour,
+            gb_hour: s.mem_price_per_gb_hour,
         }
     }
 }
