@@ -113,6 +113,11 @@ impl TokenFile {
         token
     }
 
+    /// The token as it is now (re-read when the file changed).
+    pub fn current_token(&self) -> String {
+        self.current()
+    }
+
     /// Whether `presented` is this token (constant time in the token's length).
     pub fn matches(&self, presented: &str) -> bool {
         let want = self.current();
@@ -159,6 +164,8 @@ pub struct ApiState {
     pub ready: std::sync::atomic::AtomicBool,
     /// Prices the savings report costs builds at (the optimizer's cost-objective prices).
     pub prices: crate::savings::Prices,
+    /// Where model versions are (the dashboard's models page); none: the page lists nothing.
+    pub models_dir: Option<ModelDir>,
 }
 
 impl ApiState {
@@ -183,6 +190,7 @@ impl ApiState {
             training,
             ready: std::sync::atomic::AtomicBool::new(true),
             prices: crate::savings::Prices::default(),
+            models_dir: None,
         }
     }
 
@@ -488,6 +496,7 @@ pub fn routes(
     state: Arc<ApiState>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone {
     let max = state.max_body;
+    let dashboard = crate::dashboard::routes(state.clone());
     let with_state = warp::any().map(move || state.clone());
     let auth = with_state
         .clone()
@@ -564,8 +573,12 @@ pub fn routes(
         .unify()
         .or(readyz)
         .unify()
+        .or(dashboard)
+        .unify()
         .recover(|rej: warp::Rejection| async move {
-            let resp = if let Some(d) = rej.find::<Denied>() {
+            let resp = if rej.find::<crate::dashboard::NotSignedIn>().is_some() {
+                crate::dashboard::to_login()
+            } else if let Some(d) = rej.find::<Denied>() {
                 d.0.lock()
                     .ok()
                     .and_then(|mut r| r.take())
@@ -591,7 +604,8 @@ impl std::fmt::Debug for Denied {
 }
 impl warp::reject::Reject for Denied {}
 
-fn percent_decode(s: &str) -> String {
+/// Decodes `%XX` escapes in a path (pipeline names contain `/`).
+pub(crate) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -690,6 +704,7 @@ pub async fn run(global: &Global, args: ApiArgs) -> anyhow::Result<()> {
         training,
     );
     state.prices = crate::savings::Prices::from_optimizer(&args.optimizer);
+    state.models_dir = Some(ModelDir::new(&global.models_dir));
     let state = Arc::new(state);
     let server = spawn(args.listen, tls, state.clone()).await?;
     tracing::info!(addr = %server.addr(), "InfraMind API serving");
