@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
 use inframind::admission::Settings;
+use inframind::client::Client;
 use inframind::forest::ForestParams;
 use inframind::optimizer::recommender::Recommender;
 use inframind::optimizer::{Optimizer, OptimizerConfig};
@@ -113,28 +114,31 @@ fn main() {
         let srv = server::spawn("127.0.0.1:0".parse().unwrap(), state.clone()).await.unwrap();
         let addr = srv.addr();
         let trust = inframind::client::tls_config(&generated.ca_cert).unwrap();
+        let mutate = format!("https://localhost:{}/mutate", addr.port());
         // Warm-up.
-        let mut c = inframind::client::Connection::tls(addr, "localhost", trust.clone()).await.unwrap();
+        let c = Client::with_tls(trust.clone());
         for i in 0..200 {
-            let (status, _) = c.send("POST", "/mutate", &[], review(i)).await.unwrap();
-            assert_eq!(status, 200);
+            let r = c.request("POST", &mutate, &[], review(i)).await.unwrap();
+            assert_eq!(r.status, 200);
         }
         let deadline = Instant::now() + Duration::from_secs(seconds);
         let started = Instant::now();
         let mut tasks = Vec::new();
         for k in 0..connections {
-            let trust = trust.clone();
+            // One client (one pool) per simulated connection: its requests are sequential, so
+            // they reuse one kept-alive connection.
+            let c = Client::with_tls(trust.clone());
+            let mutate = mutate.clone();
             tasks.push(tokio::spawn(async move {
-                let mut c = inframind::client::Connection::tls(addr, "localhost", trust).await.unwrap();
                 let mut lat = Vec::new();
                 let mut i = k * 1_000_000;
                 while Instant::now() < deadline {
                     let body = review(i);
                     i += 1;
                     let t = Instant::now();
-                    let (status, _) = c.send("POST", "/mutate", &[], body).await.unwrap();
+                    let r = c.request("POST", &mutate, &[], body).await.unwrap();
                     lat.push(t.elapsed().as_secs_f64());
-                    assert_eq!(status, 200);
+                    assert_eq!(r.status, 200);
                 }
                 lat
             }));
@@ -146,8 +150,8 @@ fn main() {
         let elapsed = started.elapsed().as_secs_f64();
         all.sort_by(f64::total_cmp);
         let q = |p: f64| all[((all.len() - 1) as f64 * p) as usize] * 1e3;
-        let (_, metrics) = c.send("GET", "/metrics", &[], vec![]).await.unwrap();
-        let text = String::from_utf8_lossy(&metrics);
+        let metrics = c.request("GET", &format!("https://localhost:{}/metrics", addr.port()), &[], vec![]).await.unwrap();
+        let text = String::from_utf8_lossy(&metrics.body);
         println!("{} admissions over {connections} keep-alive HTTPS connections in {elapsed:.1}s: {:.0} admissions/s", all.len(), all.len() as f64 / elapsed);
         println!("client-side latency: p50 {:.3} ms, p99 {:.3} ms", q(0.5), q(0.99));
         println!(

@@ -61,9 +61,23 @@ def split_documents(text: str) -> list[str]:
     return [d.strip("\n") + "\n" for d in docs if yaml.safe_load(d) is not None]
 
 
-def render_documents(chart, values: dict, *, name: str = RELEASE, namespace: str = NAMESPACE):
+def render_chart(chart, values: dict, *, name: str = RELEASE, namespace: str = NAMESPACE,
+                 kube_version: str | None = None) -> dict[str, str]:
+    """Render offline, for `kube_version` (`.Capabilities.KubeVersion`, e.g. "1.28.0") if given.
+
+    helm-python-sdk's Chart.render has no kube_version argument; its native call takes one."""
+    if kube_version is None:
+        return chart.render(values, name=name, namespace=namespace, is_install=True)
+    import json
+    from helm_python import _native
+    opts = {"name": name, "namespace": namespace, "is_install": True, "kube_version": "v" + kube_version.lstrip("v")}
+    return json.loads(_native.call_string("helm_render", chart._raw(), json.dumps(values), json.dumps(opts)))
+
+
+def render_documents(chart, values: dict, *, name: str = RELEASE, namespace: str = NAMESPACE,
+                     kube_version: str | None = None):
     """Render the chart's templates offline; returns [(template path, document text, parsed)]."""
-    rendered = chart.render(values, name=name, namespace=namespace, is_install=True)
+    rendered = render_chart(chart, values, name=name, namespace=namespace, kube_version=kube_version)
     out = []
     for path in sorted(rendered):
         if path.endswith("NOTES.txt") or "/templates/" not in path:

@@ -34,6 +34,7 @@ use warp::{Filter, Reply};
 
 use crate::config::{DrainSettings, Global, OptimizerSettings};
 use crate::controller::crd::{TrainingJob, TrainingJobSpec, TrainingJobStatus};
+use crate::controller::job::JobPolicy;
 use crate::model::ModelDir;
 use crate::optimizer::recommender::Recommender;
 use crate::optimizer::Optimizer;
@@ -64,6 +65,16 @@ pub struct ApiArgs {
     /// Namespace to create TrainingJobs in for POST /v1/train; without it training runs in-process.
     #[arg(long, env = "INFRAMIND_TRAINING_NAMESPACE")]
     pub training_namespace: Option<String>,
+    /// Images a POST /v1/train spec may name for its Job (the controller's allowlist; comma-separated).
+    #[arg(long, env = "INFRAMIND_JOB_ALLOWED_IMAGES", value_delimiter = ',')]
+    pub job_allowed_images: Vec<String>,
+    /// Service accounts a POST /v1/train spec may name for its Job (comma-separated).
+    #[arg(
+        long,
+        env = "INFRAMIND_JOB_ALLOWED_SERVICE_ACCOUNTS",
+        value_delimiter = ','
+    )]
+    pub job_allowed_service_accounts: Vec<String>,
     /// Optimizer settings for /v1/recommendations.
     #[command(flatten)]
     pub optimizer: OptimizerSettings,
@@ -160,6 +171,8 @@ pub struct ApiState {
     pub max_body: u64,
     /// How /v1/train trains.
     pub training: Training,
+    /// Which images and service accounts a /v1/train spec may name (none by default).
+    pub job_policy: JobPolicy,
     /// False while draining: `/readyz` answers 503 so the Service stops sending.
     pub ready: std::sync::atomic::AtomicBool,
     /// Prices the savings report costs builds at (the optimizer's cost-objective prices).
@@ -188,10 +201,17 @@ impl ApiState {
             recommender,
             max_body,
             training,
+            job_policy: JobPolicy::default(),
             ready: std::sync::atomic::AtomicBool::new(true),
             prices: crate::savings::Prices::default(),
             models_dir: None,
         }
+    }
+
+    /// The same state allowing what `policy` allows in /v1/train specs.
+    pub fn with_job_policy(mut self, policy: JobPolicy) -> ApiState {
+        self.job_policy = policy;
+        self
     }
 
     async fn store(&self) -> Result<Store, warp::reply::Response> {
@@ -265,8 +285,7 @@ fn authenticate(state: &ApiState, header: Option<&str>) -> Result<Caller, warp::
         .into_response()
     };
     let token = header
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .map(str::trim)
+        .and_then(bearer_token)
         .ok_or_else(|| unauthorized("missing bearer token"))?;
     if state.admin.as_ref().is_some_and(|a| a.matches(token)) {
         Ok(Caller::Admin)
@@ -275,6 +294,14 @@ fn authenticate(state: &ApiState, header: Option<&str>) -> Result<Caller, warp::
     } else {
         Err(unauthorized("invalid bearer token"))
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` header; the scheme is case-insensitive
+/// (RFC 9110 §11.1).
+fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim_start().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 fn parse_rows(body: &[u8]) -> Result<Vec<crate::telemetry::ingest::ParsedRow>, String> {
@@ -436,6 +463,11 @@ async fn post_train(state: Arc<ApiState>, body: Bytes) -> warp::reply::Response 
     };
     if let Err(reason) = spec.validate() {
         return error(StatusCode::BAD_REQUEST, &reason);
+    }
+    // The admin token chooses what to train, never what runs or as whom: the same allowlists
+    // as the controller's (the controller checks them again).
+    if let Err(e) = state.job_policy.check(&spec.execution, None, None) {
+        return error(StatusCode::FORBIDDEN, &e.to_string());
     }
     match &state.training {
         Training::Kubernetes { client, namespace } => {
@@ -604,23 +636,11 @@ impl std::fmt::Debug for Denied {
 }
 impl warp::reject::Reject for Denied {}
 
-/// Decodes `%XX` escapes in a path (pipeline names contain `/`).
+/// A path segment's percent-encoding decoded (invalid UTF-8 replaced, never a panic).
 pub(crate) fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// Binds `addr` and serves the API in the background (TLS when `tls` is given).
@@ -694,6 +714,7 @@ pub async fn run(global: &Global, args: ApiArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    let job_policy = JobPolicy::new(&args.job_allowed_images, &args.job_allowed_service_accounts);
     let mut state = ApiState::new(
         global.database_url.clone(),
         ingest,
@@ -702,7 +723,8 @@ pub async fn run(global: &Global, args: ApiArgs) -> anyhow::Result<()> {
         Recommender::new(Optimizer::new(args.optimizer.config()?)),
         args.max_body_bytes,
         training,
-    );
+    )
+    .with_job_policy(job_policy);
     state.prices = crate::savings::Prices::from_optimizer(&args.optimizer);
     state.models_dir = Some(ModelDir::new(&global.models_dir));
     let state = Arc::new(state);
@@ -744,5 +766,26 @@ mod tests {
         assert_eq!(percent_decode("acme%2Fapi/stats"), "acme/api/stats");
         assert_eq!(percent_decode("plain/stats"), "plain/stats");
         assert_eq!(percent_decode("bad%zz"), "bad%zz");
+        assert_eq!(percent_decode("caf%C3%A9/stats"), "café/stats");
+    }
+
+    /// Fuzzing found the hand-written decoder slicing inside a multi-byte character.
+    #[test]
+    fn percent_decoding_never_panics_on_multi_byte_characters() {
+        assert_eq!(percent_decode("a%é/stats"), "a%é/stats");
+        assert_eq!(percent_decode("%€€"), "%€€");
+        assert_eq!(percent_decode("%a€/stats"), "%a€/stats");
+        assert_eq!(percent_decode("%2"), "%2");
+        assert_eq!(percent_decode("x%2F"), "x/", "an escape at the very end");
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("BEARER  abc "), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer "), None);
+        assert_eq!(bearer_token("Bearerabc"), None);
     }
 }

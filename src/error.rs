@@ -49,6 +49,9 @@ pub enum Error {
         #[source]
         source: redis::RedisError,
     },
+    /// An HTTP exchange through [`crate::client`] failed.
+    #[error(transparent)]
+    Client(#[from] crate::client::ClientError),
     /// The Kubernetes API failed.
     #[error("Kubernetes API error while {context}: {source}")]
     Kube {

@@ -195,7 +195,50 @@ fn unchanged(uid: &str, outcome: Outcome, warning: Option<String>) -> Admission 
     }
 }
 
-/// The annotations that explain a decision.
+/// Longest value copied from the pod (pipeline, branch, image, …) into an annotation, bytes. A
+/// longer one keeps its first bytes and ends with `…sha256:` and 16 hex digits of the whole value,
+/// so several copies of a huge value cannot push the pod over the API server's annotation limit.
+pub const MAX_COPIED_VALUE_BYTES: usize = 1024;
+/// The API server's limit on the total size of a pod's annotations (keys and values), bytes.
+pub const ANNOTATIONS_LIMIT_BYTES: usize = 256 * 1024;
+
+/// `value` capped to [`MAX_COPIED_VALUE_BYTES`] (see there).
+pub fn capped(value: &str) -> String {
+    if value.len() <= MAX_COPIED_VALUE_BYTES {
+        return value.to_string();
+    }
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(value.as_bytes()));
+    let suffix = format!("…sha256:{}", &digest[..16]);
+    let mut end = MAX_COPIED_VALUE_BYTES - suffix.len();
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{suffix}", &value[..end])
+}
+
+/// Total size of the pod's annotations (keys and values, as the API server counts) once
+/// `added` are set.
+pub fn annotations_size_after(pod: &Value, added: &[(String, String)]) -> usize {
+    let mut sizes: std::collections::HashMap<&str, usize> = pod
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    let len = v.as_str().map_or_else(|| v.to_string().len(), str::len);
+                    (k.as_str(), len)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    for (k, v) in added {
+        sizes.insert(k.as_str(), v.len());
+    }
+    sizes.iter().map(|(k, v)| k.len() + v).sum()
+}
+
+/// The annotations that explain a decision (values copied from the pod are [`capped`]).
 pub fn decision_annotations(
     d: &Decision,
     what: &str,
@@ -203,7 +246,7 @@ pub fn decision_annotations(
     container: &str,
     original: &patch::Original,
 ) -> Vec<(String, String)> {
-    let a = |k: &str, v: String| (k.to_string(), v);
+    let a = |k: &str, v: String| (k.to_string(), capped(&v));
     vec![
         a(contract::DECISION_ANNOTATION, what.to_string()),
         a(contract::PIPELINE, ctx.pipeline.clone()),
@@ -334,6 +377,17 @@ pub fn admit(
                 settings.holdout_rate * 100.0
             ),
         ));
+    }
+    if annotations_size_after(pod, &notes) >= ANNOTATIONS_LIMIT_BYTES {
+        // The API server would refuse the pod: never make a build worse than without us.
+        return Admission {
+            decision: Some(decision),
+            ..unchanged(
+                uid,
+                Outcome::Unchanged,
+                Some(format!("inframind: admitted unchanged: its annotations would exceed the API server's {ANNOTATIONS_LIMIT_BYTES}-byte limit")),
+            )
+        };
     }
     ops.extend(annotation_ops(pod, &notes));
     ops.extend(patch::label_ops(

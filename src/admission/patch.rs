@@ -102,6 +102,10 @@ pub fn resource_ops(
     let base = ["spec", "containers", idx.as_str()];
     let path = |rest: &[&str]| ptr(&[&base[..], rest].concat());
     let c = container(pod, i);
+    if !c.is_object() {
+        // No member can be added to a number or a string: the patch would not apply.
+        return Err(format!("container {i} is not an object"));
+    }
     let cpu = json!(format_cpu(config.cpu));
     let mem = json!(format_mem(config.mem_gb));
     let mut ops = Ops { ops: Vec::new() };
@@ -299,6 +303,18 @@ mod tests {
         mem_gb: 12.5,
         concurrency: 6,
     };
+
+    /// Fuzzing found patches that did not apply when a container entry was not an object.
+    #[test]
+    fn a_container_that_is_not_an_object_gets_no_patch() {
+        for c in [json!(42), json!("build"), json!(null), json!(["x"])] {
+            let pod = json!({"spec": {"containers": [c]}});
+            assert!(
+                resource_ops(&pod, 0, &CFG, &env_names(), &[]).is_err(),
+                "{pod}"
+            );
+        }
+    }
 
     #[test]
     fn bare_container_gets_requests_and_env_created() {

@@ -235,10 +235,15 @@ pub fn build_container(pod: &Value) -> Option<usize> {
     fn name_of(c: &Value) -> &str {
         c.get("name").and_then(Value::as_str).unwrap_or("")
     }
+    // Only a container that is an object can be patched (fuzzed pods carry numbers and strings).
     if let Some(wanted) = meta.annotation(CONTAINER_ANNOTATION) {
-        return containers.iter().position(|c| name_of(c) == wanted);
+        return containers
+            .iter()
+            .position(|c| c.is_object() && name_of(c) == wanted);
     }
-    containers.iter().position(|c| !is_sidecar(name_of(c)))
+    containers
+        .iter()
+        .position(|c| c.is_object() && !is_sidecar(name_of(c)))
 }
 
 /// The build context of a pod whose build container is at `container`; `None` without a pipeline.

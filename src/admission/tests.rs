@@ -192,6 +192,96 @@ fn doubtful_pods_are_admitted_unchanged_with_a_warning() {
     );
 }
 
+fn annotations_bytes(pod: &Value) -> usize {
+    pod["metadata"]["annotations"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| k.len() + v.as_str().unwrap().len())
+        .sum()
+}
+
+/// Issue 14 (fuzzing): a container entry that is not an object got a patch that did not apply.
+#[test]
+fn containers_that_are_not_objects_are_skipped_and_the_patch_applies() {
+    let mut pod = build_pod(json!({}));
+    let build = pod["spec"]["containers"][0].clone();
+    pod["spec"]["containers"] = json!([42, "sidecar", null, build]);
+    let a = run(
+        &request("CREATE", "Pod", pod.clone()),
+        &Settings::default(),
+        Some(history()),
+    );
+    assert_eq!(a.outcome, Outcome::Mutated);
+    let out = patched(&pod, &a);
+    assert_eq!(out["spec"]["containers"][0], json!(42));
+    assert_eq!(
+        out["spec"]["containers"][3]["resources"]["requests"],
+        json!({"cpu": "3", "memory": "6Gi"})
+    );
+    // Only non-objects: nothing to right-size, and no patch that could fail.
+    let mut pod = build_pod(json!({}));
+    pod["spec"]["containers"] = json!([42, "build"]);
+    let a = run(
+        &request("CREATE", "Pod", pod.clone()),
+        &Settings::default(),
+        Some(history()),
+    );
+    assert_eq!(a.outcome, Outcome::Unchanged);
+    assert!(a.response.patch.is_none());
+}
+
+/// Issue 14 (fuzzing): a 90 KB value copied into several annotations pushed the pod over the
+/// API server's 256 KiB limit on annotations, so the pod could not be created at all.
+#[test]
+fn copied_values_are_capped_and_annotations_stay_under_the_limit() {
+    let huge = |c: char| c.to_string().repeat(90 * 1024);
+    let mut pod = build_pod(json!({"inframind.io/branch": huge('b')}));
+    pod["metadata"]["labels"] = json!({});
+    pod["metadata"]["annotations"]["inframind.io/pipeline"] = json!(huge('p'));
+    pod["spec"]["containers"][0]["image"] = json!(huge('i'));
+    pod["spec"]["nodeSelector"] = json!({"node.kubernetes.io/instance-type": huge('n')});
+    assert!(annotations_bytes(&pod) < ANNOTATIONS_LIMIT_BYTES);
+    let a = run(
+        &request("CREATE", "Pod", pod.clone()),
+        &Settings::default(),
+        None,
+    );
+    let out = patched(&pod, &a);
+    assert!(
+        annotations_bytes(&out) < ANNOTATIONS_LIMIT_BYTES,
+        "{} bytes of annotations",
+        annotations_bytes(&out)
+    );
+    let notes = &out["metadata"]["annotations"];
+    for key in ["pipeline", "branch", "image", "node-type"] {
+        let v = notes[format!("inframind.io/{key}")].as_str().unwrap();
+        assert!(
+            v.len() <= MAX_COPIED_VALUE_BYTES,
+            "{key}: {} bytes",
+            v.len()
+        );
+        assert!(v.contains("…sha256:"), "{key}");
+    }
+    // The same value always caps the same way (the pod watcher records it as the pipeline).
+    assert_eq!(capped(&huge('p')), capped(&huge('p')));
+    assert_ne!(capped(&huge('p')), capped(&(huge('p') + "q")));
+    assert_eq!(capped("acme/api"), "acme/api");
+    assert!(capped(&"é".repeat(600)).len() <= MAX_COPIED_VALUE_BYTES);
+
+    // A pod whose own annotations leave no room is admitted unchanged, without a patch.
+    let mut full = build_pod(json!({"big": "x".repeat(ANNOTATIONS_LIMIT_BYTES - 200)}));
+    full["metadata"]["labels"] = json!({"inframind.io/pipeline": "acme/api"});
+    let a = run(
+        &request("CREATE", "Pod", full.clone()),
+        &Settings::default(),
+        Some(history()),
+    );
+    assert_eq!(a.outcome, Outcome::Unchanged);
+    assert!(a.response.patch.is_none());
+    assert!(a.response.warnings[0].contains("annotations would exceed"));
+}
+
 /// The pod after admission, as the outcome watcher later sees it: uid set, build container
 /// terminated.
 fn finished(pod: &Value) -> k8s_openapi::api::core::v1::Pod {

@@ -170,25 +170,49 @@ pub struct Triggers {
 }
 
 /// Where training runs.
+///
+/// The image and service account are the controller's to choose: a TrainingJob may name another
+/// only from the allowlists in the controller's configuration (the API server checks what it can
+/// with the CEL rule below; the controller checks the allowlists).
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": EXECUTION_RULE,
+    "message": EXECUTION_RULE_MESSAGE,
+}]))]
 pub struct Execution {
     /// `inProcess`: the controller trains (off its async workers). `job`: the controller creates
     /// a batch/v1 Job running `inframind train --training-job NAMESPACE/NAME` in its own
-    /// namespace, with its own image, settings and service account unless overridden here.
+    /// namespace, with its own image and its dedicated training service account.
     #[serde(default)]
     pub mode: ExecutionMode,
-    /// Image of the Job's pod (default: the controller's).
+    /// Image of the Job's pod (default: the controller's). Only an image the controller's
+    /// configuration allows (`--job-allowed-images`); any other fails with `InvalidSpec`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512), regex(pattern = r"^[^\s]+$"))]
     pub image: Option<String>,
-    /// Service account of the Job's pod (default: the controller's); it needs `patch` on
+    /// Service account of the Job's pod (default: the controller's training service account).
+    /// Only one the controller's configuration allows (`--job-allowed-service-accounts`); any
+    /// other fails with `InvalidSpec`. It needs `get` on `trainingjobs` and `patch` on
     /// `trainingjobs/status`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub service_account_name: Option<String>,
     /// Resources of the Job's training container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 }
+
+/// The CEL rule on `spec.execution`: an image or service account only in execution mode `job`
+/// (the same check as [`TrainingJobSpec::validate`]).
+pub const EXECUTION_RULE: &str =
+    "(has(self.mode) && self.mode == 'job') || (!has(self.image) && !has(self.serviceAccountName))";
+/// What the API server answers when [`EXECUTION_RULE`] fails.
+pub const EXECUTION_RULE_MESSAGE: &str =
+    "image and serviceAccountName apply to execution mode `job` only";
 
 /// `inProcess` or `job`.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
@@ -543,6 +567,10 @@ impl TrainingJobSpec {
                 g.min_r2
             ));
         }
+        let e = &self.execution;
+        if e.mode != ExecutionMode::Job && (e.image.is_some() || e.service_account_name.is_some()) {
+            return Err(format!("spec.execution: {EXECUTION_RULE_MESSAGE}"));
+        }
         if let Some(expr) = &self.schedule {
             super::schedule::Schedule::parse(expr)?;
         }
@@ -694,6 +722,27 @@ spec:
         assert!(bad(|s| s.hyperparameters.trees = 0).contains("trees"));
         assert!(bad(|s| s.gates.min_r2 = f64::NAN).contains("minR2"));
         assert!(bad(|s| s.schedule = Some("every day".into())).contains("schedule"));
+        assert!(
+            bad(|s| s.execution.image = Some("inframind:dev".into())).contains("spec.execution")
+        );
+    }
+
+    /// The API server refuses what it can before the controller sees it: the rule on
+    /// `spec.execution` and the shapes of the image and service account name.
+    #[test]
+    fn the_crd_carries_the_execution_rule_and_name_shapes() {
+        let crd = serde_json::to_value(TrainingJob::crd()).unwrap();
+        let exec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+            ["properties"]["execution"];
+        assert_eq!(
+            exec["x-kubernetes-validations"],
+            serde_json::json!([{"rule": EXECUTION_RULE, "message": EXECUTION_RULE_MESSAGE}])
+        );
+        let sa = &exec["properties"]["serviceAccountName"];
+        assert_eq!(sa["maxLength"], 253);
+        let pattern = sa["pattern"].as_str().unwrap();
+        assert!(pattern.starts_with("^[a-z0-9]"), "{pattern}");
+        assert_eq!(exec["properties"]["image"]["maxLength"], 512);
     }
 
     #[test]

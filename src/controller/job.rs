@@ -1,14 +1,16 @@
 //! Execution mode `job`: training as a batch/v1 Job running `inframind train --training-job
 //! NAMESPACE/NAME` with the controller's image.
 //!
-//! The Job runs in the **controller's namespace** and copies the controller's own container
-//! (image, environment, Secret references, volumes, security contexts, service account): the
-//! database and Redis credentials live there, and the controller's service account may write
-//! TrainingJob status. `spec.execution` can override the image, the service account and the
-//! resources. A namespace cannot own objects in another, so the Job points back at its
-//! TrainingJob through the annotation `inframind.io/training-job` (and is cleaned up by
-//! `ttlSecondsAfterFinished`); the controller watches Jobs labelled
-//! `app.kubernetes.io/managed-by=inframind-controller`.
+//! The Job runs in the **controller's namespace** with the controller's image, under a dedicated
+//! training service account (`--job-service-account`, never the controller's), and with only
+//! what training needs from the controller's container: the store and registry settings
+//! ([`TRAINING_ENV`]), scratch `emptyDir` volumes, the security contexts and the image pull
+//! secrets. A TrainingJob may name another image or service account only from the allowlists in
+//! the controller's configuration ([`JobPolicy`]); anyone who may create a TrainingJob would
+//! otherwise run their own code with the database and Redis credentials. A namespace cannot own
+//! objects in another, so the Job points back at its TrainingJob through the annotation
+//! `inframind.io/training-job` (and is cleaned up by `ttlSecondsAfterFinished`); the controller
+//! watches Jobs labelled `app.kubernetes.io/managed-by=inframind-controller`.
 //!
 //! The Job's pod trains and writes the TrainingJob's status itself; the controller only steps in
 //! when the Job ends without a result (its pod crashed, was evicted or OOM-killed).
@@ -18,14 +20,14 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Container, EnvFromSource, EnvVar, LocalObjectReference, Pod, PodSecurityContext, PodSpec,
-    PodTemplateSpec, SecurityContext, Volume, VolumeMount,
+    Container, EnvVar, LocalObjectReference, Pod, PodSecurityContext, PodSpec, PodTemplateSpec,
+    SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::reflector::ObjectRef;
 use kube::ResourceExt;
 
-use super::crd::TrainingJob;
+use super::crd::{Execution, TrainingJob};
 
 /// Label selecting the Jobs this controller created.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "inframind-controller");
@@ -38,20 +40,107 @@ pub const JOB_NAME_ENV: &str = "INFRAMIND_JOB_NAME";
 /// How long a finished Job is kept.
 pub const TTL_SECONDS_AFTER_FINISHED: i32 = 24 * 3600;
 
-/// What a training Job's pod is made of: the controller's own container, captured at startup.
+/// The controller's environment variables a training pod gets: the store, the registry, the
+/// models cache and logging. Nothing else (other Secrets, tokens, cloud credentials) is copied.
+pub const TRAINING_ENV: &[&str] = &[
+    "INFRAMIND_DATABASE_URL",
+    "INFRAMIND_REDIS_URL",
+    "INFRAMIND_REDIS_PREFIX",
+    "INFRAMIND_MODELS_DIR",
+    "INFRAMIND_LOG",
+    "INFRAMIND_LOG_FORMAT",
+];
+
+/// Which images and service accounts a TrainingJob may choose: the controller's configuration,
+/// never the TrainingJob's own say.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobPolicy {
+    /// Images `spec.execution.image` may name besides the controller's own.
+    pub allowed_images: Vec<String>,
+    /// Service accounts `spec.execution.serviceAccountName` may name besides the training one.
+    pub allowed_service_accounts: Vec<String>,
+}
+
+/// Why a training Job cannot be built.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum JobError {
+    /// The TrainingJob names an image outside the allowlist.
+    #[error("spec.execution.image `{0}` is not allowed: training Jobs run the controller's image, or one listed in the controller's --job-allowed-images (INFRAMIND_JOB_ALLOWED_IMAGES)")]
+    ImageNotAllowed(String),
+    /// The TrainingJob names a service account outside the allowlist.
+    #[error("spec.execution.serviceAccountName `{0}` is not allowed: training Jobs run as the controller's training service account, or one listed in its --job-allowed-service-accounts (INFRAMIND_JOB_ALLOWED_SERVICE_ACCOUNTS)")]
+    ServiceAccountNotAllowed(String),
+    /// No image is known (configuration).
+    #[error("execution mode `job` needs an image: run the controller in a pod (POD_NAME, POD_NAMESPACE) or with --job-image")]
+    NoImage,
+    /// No training service account is configured (configuration).
+    #[error("execution mode `job` needs the training service account: start the controller with --job-service-account (INFRAMIND_JOB_SERVICE_ACCOUNT); it never lends its own")]
+    NoServiceAccount,
+}
+
+impl JobError {
+    /// Whether the TrainingJob's spec is at fault (else the controller's configuration).
+    pub fn is_spec(&self) -> bool {
+        matches!(
+            self,
+            JobError::ImageNotAllowed(_) | JobError::ServiceAccountNotAllowed(_)
+        )
+    }
+}
+
+impl JobPolicy {
+    /// A policy from the configured lists (blank entries ignored).
+    pub fn new(images: &[String], service_accounts: &[String]) -> JobPolicy {
+        let clean = |v: &[String]| -> Vec<String> {
+            v.iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        };
+        JobPolicy {
+            allowed_images: clean(images),
+            allowed_service_accounts: clean(service_accounts),
+        }
+    }
+
+    /// Checks the image and service account `exec` asks for. `own_image` and `training_sa` are
+    /// always allowed (the controller's image and its training service account); `None` where
+    /// they are unknown (the API), so only the allowlists count there.
+    pub fn check(
+        &self,
+        exec: &Execution,
+        own_image: Option<&str>,
+        training_sa: Option<&str>,
+    ) -> Result<(), JobError> {
+        if let Some(image) = &exec.image {
+            if own_image != Some(image.as_str()) && !self.allowed_images.contains(image) {
+                return Err(JobError::ImageNotAllowed(image.clone()));
+            }
+        }
+        if let Some(sa) = &exec.service_account_name {
+            if training_sa != Some(sa.as_str()) && !self.allowed_service_accounts.contains(sa) {
+                return Err(JobError::ServiceAccountNotAllowed(sa.clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a training Job's pod is made of: the controller's image and the parts of its container
+/// training needs (captured at startup), the training service account and the policy.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct JobTemplate {
     /// Namespace the Jobs run in (the controller's).
     pub namespace: String,
     /// Image (the controller's).
     pub image: Option<String>,
-    /// Service account (the controller's).
+    /// The dedicated training service account (`--job-service-account`), never the controller's.
     pub service_account: Option<String>,
-    /// Environment (the controller's, e.g. `INFRAMIND_DATABASE_URL` from a Secret).
+    /// Environment: the controller's [`TRAINING_ENV`] variables (Secret references stay
+    /// references).
     pub env: Vec<EnvVar>,
-    /// Environment sources.
-    pub env_from: Vec<EnvFromSource>,
-    /// Volumes (minus the API token volume the API server injects by itself).
+    /// Scratch volumes (`emptyDir` only: the controller's Secret or projected volumes may hold
+    /// credentials training does not need).
     pub volumes: Vec<Volume>,
     /// Mounts of those volumes.
     pub volume_mounts: Vec<VolumeMount>,
@@ -59,46 +148,56 @@ pub struct JobTemplate {
     pub pod_security_context: Option<PodSecurityContext>,
     /// Container security context.
     pub security_context: Option<SecurityContext>,
-    /// Image pull secrets.
+    /// Image pull secrets (for the kubelet; the pod never sees them).
     pub image_pull_secrets: Vec<LocalObjectReference>,
-}
-
-fn is_token_volume(name: &str) -> bool {
-    name.starts_with("kube-api-access-")
+    /// Which other images and service accounts TrainingJobs may choose.
+    pub policy: JobPolicy,
 }
 
 impl JobTemplate {
-    /// The template of the controller's pod: its container named `controller`, else its first.
-    pub fn from_pod(pod: &Pod) -> Option<JobTemplate> {
+    /// The template of the controller's pod (its container named `controller`, else its first),
+    /// running as `training_sa`.
+    pub fn from_pod(
+        pod: &Pod,
+        training_sa: Option<String>,
+        policy: JobPolicy,
+    ) -> Option<JobTemplate> {
         let spec = pod.spec.as_ref()?;
         let c = spec
             .containers
             .iter()
             .find(|c| c.name == "controller")
             .or_else(|| spec.containers.first())?;
+        let volumes: Vec<Volume> = spec
+            .volumes
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|v| v.empty_dir.is_some())
+            .collect();
         Some(JobTemplate {
             namespace: pod.namespace().unwrap_or_else(|| "default".into()),
             image: c.image.clone(),
-            service_account: spec.service_account_name.clone(),
-            env: c.env.clone().unwrap_or_default(),
-            env_from: c.env_from.clone().unwrap_or_default(),
-            volumes: spec
-                .volumes
+            service_account: training_sa,
+            env: c
+                .env
                 .clone()
                 .unwrap_or_default()
                 .into_iter()
-                .filter(|v| !is_token_volume(&v.name))
+                .filter(|e| TRAINING_ENV.contains(&e.name.as_str()))
                 .collect(),
             volume_mounts: c
                 .volume_mounts
                 .clone()
                 .unwrap_or_default()
                 .into_iter()
-                .filter(|m| !is_token_volume(&m.name))
+                .filter(|m| volumes.iter().any(|v| v.name == m.name))
                 .collect(),
+            volumes,
             pod_security_context: spec.security_context.clone(),
             security_context: c.security_context.clone(),
             image_pull_secrets: spec.image_pull_secrets.clone().unwrap_or_default(),
+            policy,
         })
     }
 }
@@ -114,22 +213,31 @@ pub fn job_name(tj_name: &str, generation: i64, now: DateTime<Utc>) -> String {
     format!("{base}-{suffix}")
 }
 
-/// The batch/v1 Job that runs `tj` (see the module docs).
-pub fn build(template: &JobTemplate, tj: &TrainingJob, name: &str) -> Result<Job, String> {
+/// The batch/v1 Job that runs `tj` (see the module docs); refuses an image or service account
+/// the policy does not allow.
+pub fn build(template: &JobTemplate, tj: &TrainingJob, name: &str) -> Result<Job, JobError> {
     let ns = tj.namespace().unwrap_or_default();
     let tj_name = tj.name_any();
     let exec = &tj.spec.execution;
+    template.policy.check(
+        exec,
+        template.image.as_deref(),
+        template.service_account.as_deref(),
+    )?;
     let image = exec
         .image
         .clone()
         .or_else(|| template.image.clone())
-        .ok_or_else(|| {
-            "execution mode `job` needs an image: set spec.execution.image, or run the controller in a pod (POD_NAME, POD_NAMESPACE) or with --job-image".to_string()
-        })?;
+        .ok_or(JobError::NoImage)?;
+    let service_account = exec
+        .service_account_name
+        .clone()
+        .or_else(|| template.service_account.clone())
+        .ok_or(JobError::NoServiceAccount)?;
     let mut env: Vec<EnvVar> = template
         .env
         .iter()
-        .filter(|e| e.name != JOB_NAME_ENV)
+        .filter(|e| TRAINING_ENV.contains(&e.name.as_str()))
         .cloned()
         .collect();
     env.push(EnvVar {
@@ -173,10 +281,10 @@ pub fn build(template: &JobTemplate, tj: &TrainingJob, name: &str) -> Result<Job
                 }),
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".into()),
-                    service_account_name: exec
-                        .service_account_name
-                        .clone()
-                        .or_else(|| template.service_account.clone()),
+                    service_account_name: Some(service_account),
+                    // The pod reads its TrainingJob and writes its status, so it needs the token
+                    // (the training service account itself does not mount one by default).
+                    automount_service_account_token: Some(true),
                     security_context: template.pod_security_context.clone(),
                     image_pull_secrets: non_empty(template.image_pull_secrets.clone()),
                     volumes: non_empty(template.volumes.clone()),
@@ -190,7 +298,6 @@ pub fn build(template: &JobTemplate, tj: &TrainingJob, name: &str) -> Result<Job
                             format!("{ns}/{tj_name}"),
                         ]),
                         env: Some(env),
-                        env_from: non_empty(template.env_from.clone()),
                         volume_mounts: non_empty(template.volume_mounts.clone()),
                         resources: exec.resources.clone(),
                         security_context: template.security_context.clone(),
@@ -270,25 +377,41 @@ mod tests {
             "spec": {
                 "serviceAccountName": "inframind-controller",
                 "securityContext": {"runAsNonRoot": true},
+                "imagePullSecrets": [{"name": "regcred"}],
                 "containers": [{
                     "name": "controller",
                     "image": "ghcr.io/inframind/inframind:1.2.3",
                     "args": ["controller"],
                     "env": [
                         {"name": "INFRAMIND_DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": "inframind-database", "key": "url"}}},
-                        {"name": "INFRAMIND_MODELS_DIR", "value": "/var/lib/inframind/models"}
+                        {"name": "INFRAMIND_REDIS_URL", "valueFrom": {"secretKeyRef": {"name": "inframind-redis", "key": "url"}}},
+                        {"name": "INFRAMIND_MODELS_DIR", "value": "/var/lib/inframind/models"},
+                        {"name": "INFRAMIND_LEASE_NAME", "value": "inframind-controller"},
+                        {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": "cloud", "key": "secret"}}}
                     ],
+                    "envFrom": [{"secretRef": {"name": "everything"}}],
                     "volumeMounts": [
                         {"name": "models", "mountPath": "/var/lib/inframind/models"},
+                        {"name": "cloud-credentials", "mountPath": "/etc/cloud", "readOnly": true},
                         {"name": "kube-api-access-x1y2z", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}
                     ]
                 }],
                 "volumes": [
                     {"name": "models", "emptyDir": {}},
+                    {"name": "cloud-credentials", "secret": {"secretName": "cloud"}},
                     {"name": "kube-api-access-x1y2z", "projected": {"sources": []}}
                 ]
             }
         }))
+        .unwrap()
+    }
+
+    fn template() -> JobTemplate {
+        JobTemplate::from_pod(
+            &controller_pod(),
+            Some("inframind-training".into()),
+            JobPolicy::default(),
+        )
         .unwrap()
     }
 
@@ -308,11 +431,14 @@ mod tests {
         tj
     }
 
+    fn pod_of(job: &Job) -> &PodSpec {
+        job.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
+    }
+
     #[test]
-    fn the_job_copies_the_controllers_container_and_runs_train() {
-        let template = JobTemplate::from_pod(&controller_pod()).unwrap();
+    fn the_job_runs_train_with_the_controllers_image_as_the_training_account() {
+        let template = template();
         assert_eq!(template.namespace, "inframind");
-        assert_eq!(template.volumes.len(), 1, "the token volume is not copied");
         let now = DateTime::parse_from_rfc3339("2026-03-01T04:05:06Z")
             .unwrap()
             .with_timezone(&Utc);
@@ -320,7 +446,7 @@ mod tests {
         assert_eq!(name, "nightly-train-g3-20260301040506");
         let job = build(&template, &tj(), &name).unwrap();
         assert_eq!(job.metadata.namespace.as_deref(), Some("inframind"));
-        let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let pod = pod_of(&job);
         let c = &pod.containers[0];
         assert_eq!(
             c.image.as_deref(),
@@ -339,7 +465,7 @@ mod tests {
             .any(|e| e.name == JOB_NAME_ENV && e.value.as_deref() == Some(name.as_str())));
         assert_eq!(
             pod.service_account_name.as_deref(),
-            Some("inframind-controller")
+            Some("inframind-training")
         );
         assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
         assert_eq!(job.spec.as_ref().unwrap().backoff_limit, Some(0));
@@ -349,17 +475,106 @@ mod tests {
         );
     }
 
+    /// The defect of issue 14: the Job copied the controller's service account, every variable
+    /// and Secret source, and every volume.
     #[test]
-    fn spec_overrides_and_a_missing_image_is_a_clear_error() {
+    fn the_job_pod_gets_only_what_training_needs() {
+        let job = build(&template(), &tj(), "n").unwrap();
+        let pod = pod_of(&job);
+        assert_ne!(
+            pod.service_account_name.as_deref(),
+            Some("inframind-controller"),
+            "never the controller's service account"
+        );
+        let c = &pod.containers[0];
+        let mut names: Vec<&str> = c.env.iter().flatten().map(|e| e.name.as_str()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "INFRAMIND_DATABASE_URL",
+                JOB_NAME_ENV,
+                "INFRAMIND_MODELS_DIR",
+                "INFRAMIND_REDIS_URL"
+            ]
+        );
+        assert!(c.env_from.is_none(), "no whole Secret in the environment");
+        let vols: Vec<&str> = pod
+            .volumes
+            .iter()
+            .flatten()
+            .map(|v| v.name.as_str())
+            .collect();
+        assert_eq!(vols, ["models"], "only scratch volumes");
+        let mounts: Vec<&str> = c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| m.name.as_str())
+            .collect();
+        assert_eq!(mounts, ["models"]);
+        assert_eq!(
+            pod.image_pull_secrets.as_ref().unwrap()[0].name,
+            "regcred",
+            "the kubelet still pulls the image"
+        );
+        assert_eq!(pod.automount_service_account_token, Some(true));
+    }
+
+    #[test]
+    fn only_allowlisted_images_and_service_accounts_may_be_chosen() {
+        let mut t = tj();
+        t.spec.execution.image = Some("attacker/miner:latest".into());
+        assert_eq!(
+            build(&template(), &t, "n").unwrap_err(),
+            JobError::ImageNotAllowed("attacker/miner:latest".into())
+        );
+        let mut t = tj();
+        t.spec.execution.service_account_name = Some("inframind-controller".into());
+        let err = build(&template(), &t, "n").unwrap_err();
+        assert_eq!(
+            err,
+            JobError::ServiceAccountNotAllowed("inframind-controller".into())
+        );
+        assert!(err.is_spec());
+        assert!(err
+            .to_string()
+            .contains("INFRAMIND_JOB_ALLOWED_SERVICE_ACCOUNTS"));
+
+        // Naming the defaults explicitly is fine; so is what the configuration allows.
+        let mut t = tj();
+        t.spec.execution.image = Some("ghcr.io/inframind/inframind:1.2.3".into());
+        t.spec.execution.service_account_name = Some("inframind-training".into());
+        build(&template(), &t, "n").unwrap();
+        let mut allowing = template();
+        allowing.policy = JobPolicy {
+            allowed_images: vec!["inframind:dev".into()],
+            allowed_service_accounts: vec!["trainer".into()],
+        };
         let mut t = tj();
         t.spec.execution.image = Some("inframind:dev".into());
         t.spec.execution.service_account_name = Some("trainer".into());
-        let job = build(&JobTemplate::default(), &t, "n").unwrap();
-        let pod = job.spec.unwrap().template.spec.unwrap();
+        let job = build(&allowing, &t, "n").unwrap();
+        let pod = pod_of(&job);
         assert_eq!(pod.containers[0].image.as_deref(), Some("inframind:dev"));
         assert_eq!(pod.service_account_name.as_deref(), Some("trainer"));
-        let err = build(&JobTemplate::default(), &tj(), "n").unwrap_err();
-        assert!(err.contains("needs an image"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_image_or_training_account_is_a_configuration_error() {
+        let no_image = JobTemplate {
+            service_account: Some("inframind-training".into()),
+            ..Default::default()
+        };
+        let err = build(&no_image, &tj(), "n").unwrap_err();
+        assert_eq!(err, JobError::NoImage);
+        assert!(!err.is_spec());
+        let no_sa = JobTemplate::from_pod(&controller_pod(), None, JobPolicy::default()).unwrap();
+        assert_eq!(
+            build(&no_sa, &tj(), "n").unwrap_err(),
+            JobError::NoServiceAccount,
+            "the controller's own account is never lent"
+        );
     }
 
     #[test]

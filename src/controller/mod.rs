@@ -63,6 +63,21 @@ pub struct ControllerArgs {
     /// Image of training Jobs when the controller's own pod cannot be read.
     #[arg(long, env = "INFRAMIND_JOB_IMAGE")]
     pub job_image: Option<String>,
+    /// Service account training Jobs run as (a dedicated least-privilege one; the controller
+    /// never lends its own). Without it, execution mode `job` is refused.
+    #[arg(long, env = "INFRAMIND_JOB_SERVICE_ACCOUNT")]
+    pub job_service_account: Option<String>,
+    /// Images a TrainingJob may choose for its Job besides the controller's own (comma-separated).
+    #[arg(long, env = "INFRAMIND_JOB_ALLOWED_IMAGES", value_delimiter = ',')]
+    pub job_allowed_images: Vec<String>,
+    /// Service accounts a TrainingJob may choose for its Job besides the training one
+    /// (comma-separated).
+    #[arg(
+        long,
+        env = "INFRAMIND_JOB_ALLOWED_SERVICE_ACCOUNTS",
+        value_delimiter = ','
+    )]
+    pub job_allowed_service_accounts: Vec<String>,
     /// In-process trainings at once; more wait in phase Pending.
     #[arg(long, env = "INFRAMIND_MAX_CONCURRENT_TRAININGS", default_value_t = 1)]
     pub max_concurrent_trainings: usize,
@@ -77,13 +92,26 @@ fn hostname() -> String {
         .unwrap_or_else(|| "inframind".into())
 }
 
+impl ControllerArgs {
+    /// Which other images and service accounts TrainingJobs may choose.
+    pub fn job_policy(&self) -> job::JobPolicy {
+        job::JobPolicy::new(&self.job_allowed_images, &self.job_allowed_service_accounts)
+    }
+}
+
 /// The training Job template: the controller's own pod when it can be read, else `--job-image`.
 async fn job_template(client: &Client, args: &ControllerArgs) -> Option<job::JobTemplate> {
+    let training_sa = args
+        .job_service_account
+        .clone()
+        .filter(|s| !s.trim().is_empty());
     if let Some(pod_name) = &args.identity {
         let pods: Api<Pod> = Api::namespaced(client.clone(), &args.namespace);
         match pods.get(pod_name).await {
             Ok(pod) => {
-                if let Some(mut t) = job::JobTemplate::from_pod(&pod) {
+                if let Some(mut t) =
+                    job::JobTemplate::from_pod(&pod, training_sa.clone(), args.job_policy())
+                {
                     if let Some(image) = &args.job_image {
                         t.image = Some(image.clone());
                     }
@@ -100,6 +128,8 @@ async fn job_template(client: &Client, args: &ControllerArgs) -> Option<job::Job
     args.job_image.as_ref().map(|image| job::JobTemplate {
         namespace: args.namespace.clone(),
         image: Some(image.clone()),
+        service_account: training_sa,
+        policy: args.job_policy(),
         ..Default::default()
     })
 }

@@ -390,12 +390,19 @@ async fn start_job(
     let name = job::job_name(&tj.name_any(), start.generation.unwrap_or(0), now);
     let job_obj = match job::build(&template, tj, &name) {
         Ok(j) => j,
-        Err(e) => {
-            let f = Failure::InvalidSpec(e);
+        Err(e) if e.is_spec() => {
+            // An image or service account outside the allowlists: nothing is created.
+            let f = Failure::InvalidSpec(e.to_string());
             let s = status::failed(prev, &f, start.generation, now);
             ctx.write_status(tj, &s).await?;
             ctx.event(tj, EventType::Warning, "InvalidSpec", "Train", f.message())
                 .await;
+            return Ok(idle(ctx, None));
+        }
+        Err(e) => {
+            let f = Failure::JobFailed(e.to_string());
+            let s = status::failed(prev, &f, start.generation, now);
+            report_failure(ctx, tj, &s, &f).await?;
             return Ok(idle(ctx, None));
         }
     };

@@ -104,8 +104,10 @@ impl std::fmt::Debug for RedisRegistry {
 impl RedisRegistry {
     /// Connects to `url` with short timeouts (the registry must never hang a caller).
     pub async fn connect(url: &str, prefix: &str) -> Result<RedisRegistry> {
+        // The URL may carry a password: errors show it masked, as the database URL's.
+        let shown = crate::telemetry::store::redact(url);
         let client =
-            redis::Client::open(url).map_err(redis_err(format!("parsing Redis URL {url}")))?;
+            redis::Client::open(url).map_err(redis_err(format!("parsing Redis URL {shown}")))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(5)))
@@ -114,7 +116,7 @@ impl RedisRegistry {
         let conn = client
             .get_connection_manager_with_config(config)
             .await
-            .map_err(redis_err(format!("connecting to {url}")))?;
+            .map_err(redis_err(format!("connecting to {shown}")))?;
         Ok(RedisRegistry {
             client,
             conn,

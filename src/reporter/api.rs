@@ -1,85 +1,54 @@
 //! The InfraMind ingest API as the reporter uses it: one `POST <endpoint>/v1/runs` with a bearer
 //! token, over HTTP or HTTPS, retried on 502/503/504 and connection failures within a deadline
 //! (honouring `Retry-After`). Posting twice is harmless: the run's `run_id` makes it idempotent.
-//!
-//! The connection is opened here rather than through [`crate::client::Connection`] because that
-//! client returns only the status and body, and the retry needs the `Retry-After` header; it is
-//! the same stack (hyper HTTP/1.1, tokio-rustls with [`crate::client::tls_config`]).
+//! Sent through the crate's one HTTP client, [`crate::client::Client`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::rt::TokioIo;
-use rustls::pki_types::ServerName;
 use serde::Deserialize;
 use tokio::time::Instant;
+
+use crate::client::{Client, ClientError};
 
 /// Where runs are posted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
-    /// Whether to speak TLS.
-    pub https: bool,
-    /// Host name or IP address, without IPv6 brackets.
-    pub host: String,
-    /// TCP port.
-    pub port: u16,
-    /// The `Host` header: host (bracketed if IPv6) and port when not the scheme's default.
-    pub authority: String,
-    /// The request path, `<endpoint path>/v1/runs`.
-    pub runs_path: String,
+    runs: http::Uri,
 }
 
 impl Endpoint {
-    /// The URL posted to, for messages.
+    /// The URL posted to: `<endpoint>/v1/runs`.
     pub fn runs_url(&self) -> String {
-        let scheme = if self.https { "https" } else { "http" };
-        format!("{scheme}://{}{}", self.authority, self.runs_path)
+        self.runs.to_string()
+    }
+
+    /// Whether the endpoint speaks TLS.
+    pub fn https(&self) -> bool {
+        self.runs.scheme() == Some(&http::uri::Scheme::HTTPS)
     }
 }
 
 /// Parses `http://host[:port][/prefix]` or `https://…`.
 pub fn parse_endpoint(raw: &str) -> Result<Endpoint, String> {
     let raw = raw.trim();
-    let bad = |why: &str| format!("endpoint `{raw}` {why}");
-    let uri: http::Uri = raw
-        .parse()
-        .map_err(|e| bad(&format!("is not a URL ({e})")))?;
-    let https = match uri.scheme_str() {
-        Some("https") => true,
-        Some("http") => false,
-        Some(other) => {
-            return Err(bad(&format!(
-                "has scheme `{other}`; use http:// or https://"
-            )))
-        }
-        None => return Err(bad("has no scheme; use http:// or https://")),
-    };
-    let bracketed = uri
-        .host()
-        .filter(|h| !h.is_empty())
-        .ok_or_else(|| bad("has no host"))?;
-    let host = bracketed
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    let default_port = if https { 443 } else { 80 };
-    let port = uri.port_u16().unwrap_or(default_port);
-    let authority = if port == default_port {
-        bracketed.to_string()
-    } else {
-        format!("{bracketed}:{port}")
-    };
-    let runs_path = format!("{}/v1/runs", uri.path().trim_end_matches('/'));
-    Ok(Endpoint {
-        https,
-        host,
-        port,
-        authority,
-        runs_path,
-    })
+    let base = crate::client::parse_url(raw).map_err(|e| format!("endpoint {e}"))?;
+    let mut parts = base.into_parts();
+    let prefix = parts
+        .path_and_query
+        .as_ref()
+        .map_or("", |p| p.path())
+        .trim_end_matches('/');
+    let runs = format!("{prefix}/v1/runs");
+    parts.path_and_query = Some(
+        runs.parse()
+            .map_err(|e| format!("endpoint `{raw}`: the path {runs} is invalid ({e})"))?,
+    );
+    let runs =
+        http::Uri::from_parts(parts).map_err(|e| format!("endpoint `{raw}` is not a URL ({e})"))?;
+    Ok(Endpoint { runs })
 }
 
 /// One rejected row as the API reports it.
@@ -250,18 +219,41 @@ pub fn retry_delay(outcome: &Result<Response, Failure>, now: DateTime<Utc>) -> O
     }
 }
 
+/// The most of a response body that is read.
+const MAX_RESPONSE_BYTES: usize = 1 << 20;
+
 /// Everything needed to post.
 #[derive(Debug, Clone)]
 pub struct Poster {
     /// Where.
     pub endpoint: Endpoint,
-    /// Trusted roots, for https.
-    pub tls: Option<Arc<rustls::ClientConfig>>,
     /// The bearer token, if any.
     pub token: Option<String>,
+    client: Client,
 }
 
 impl Poster {
+    /// A poster to `endpoint`, trusting the roots of `tls` when it is https://.
+    pub fn new(
+        endpoint: Endpoint,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        token: Option<String>,
+    ) -> Poster {
+        let builder = Client::builder()
+            .max_response_bytes(MAX_RESPONSE_BYTES)
+            .user_agent(concat!("inframind-reporter/", env!("CARGO_PKG_VERSION")));
+        let client = match tls {
+            Some(tls) => builder.tls(tls),
+            None => builder,
+        }
+        .build();
+        Poster {
+            endpoint,
+            token,
+            client,
+        }
+    }
+
     /// Posts `body` (a JSON run) until it is recorded, refused, or `deadline` would pass.
     pub async fn post(&self, body: Vec<u8>, deadline: Instant) -> Result<Recorded, String> {
         let url = self.endpoint.runs_url();
@@ -306,98 +298,41 @@ impl Poster {
         }
     }
 
-    /// One request on a fresh connection.
+    /// One request (on a pooled connection when one is open).
     async fn exchange(&self, body: Bytes) -> Result<Response, Failure> {
-        let ep = &self.endpoint;
-        let tcp = connect(&ep.host, ep.port).await?;
-        let _ = tcp.set_nodelay(true);
-        let mut req = hyper::Request::builder()
-            .method("POST")
-            .uri(&ep.runs_path)
-            .header("host", &ep.authority)
-            .header("content-type", "application/json")
-            .header("accept", "application/json")
-            .header(
-                "user-agent",
-                concat!("inframind-reporter/", env!("CARGO_PKG_VERSION")),
-            );
-        if let Some(token) = &self.token {
-            req = req.header("authorization", format!("Bearer {token}"));
+        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let mut headers = vec![("accept", "application/json")];
+        if let Some(auth) = &auth {
+            headers.push(("authorization", auth));
         }
-        let req = req
-            .body(Full::new(body))
-            .map_err(|e| permanent(format!("building the request: {e}")))?;
-        match &self.tls {
-            Some(cfg) => {
-                let name = ServerName::try_from(ep.host.clone()).map_err(|e| {
-                    permanent(format!("`{}` is not a valid TLS server name: {e}", ep.host))
-                })?;
-                let tls = tokio_rustls::TlsConnector::from(cfg.clone())
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|e| {
-                        // InvalidData: the certificate or the protocol, which a retry won't fix.
-                        let message = format!("TLS handshake with {}: {e}", ep.host);
-                        if e.kind() == std::io::ErrorKind::InvalidData {
-                            permanent(message)
-                        } else {
-                            transient(message)
-                        }
-                    })?;
-                send(TokioIo::new(tls), req).await
-            }
-            None => send(TokioIo::new(tcp), req).await,
-        }
+        let r = self
+            .client
+            .request("POST", &self.endpoint.runs_url(), &headers, body)
+            .await
+            .map_err(failure)?;
+        let retry_after = r
+            .headers
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        Ok(Response {
+            status: r.status.as_u16(),
+            retry_after,
+            body: r.body,
+        })
     }
 }
 
-async fn connect(host: &str, port: u16) -> Result<tokio::net::TcpStream, Failure> {
-    let addrs = tokio::net::lookup_host((host, port))
-        .await
-        .map_err(|e| transient(format!("resolving {host}: {e}")))?;
-    let mut last = format!("{host} resolved to no address");
-    for addr in addrs {
-        match tokio::net::TcpStream::connect(addr).await {
-            Ok(s) => return Ok(s),
-            Err(e) => last = format!("connecting to {host}:{port} ({addr}): {e}"),
+/// Whether trying again could help: a connection, DNS or transfer problem may pass; a
+/// certificate, a URL or a configuration problem won't.
+fn failure(e: ClientError) -> Failure {
+    let message = e.to_string();
+    match e {
+        ClientError::Connect { .. } | ClientError::Send { .. } | ClientError::Body { .. } => {
+            transient(message)
         }
+        _ => permanent(message),
     }
-    Err(transient(last))
-}
-
-/// The most of a response body that is read.
-const MAX_RESPONSE_BYTES: usize = 1 << 20;
-
-async fn send<T>(io: TokioIo<T>, req: hyper::Request<Full<Bytes>>) -> Result<Response, Failure>
-where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-        .await
-        .map_err(|e| transient(format!("HTTP handshake: {e}")))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let resp = sender
-        .send_request(req)
-        .await
-        .map_err(|e| transient(format!("sending the request: {e}")))?;
-    let status = resp.status().as_u16();
-    let retry_after = resp
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let body = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
-        .collect()
-        .await
-        .map_err(|e| transient(format!("reading the response: {e}")))?
-        .to_bytes();
-    Ok(Response {
-        status,
-        retry_after,
-        body,
-    })
 }
 
 #[cfg(test)]
@@ -408,29 +343,20 @@ mod tests {
     #[test]
     fn endpoints() {
         let e = parse_endpoint("https://inframind.example:8443/api/").unwrap();
-        assert_eq!(
-            e,
-            Endpoint {
-                https: true,
-                host: "inframind.example".into(),
-                port: 8443,
-                authority: "inframind.example:8443".into(),
-                runs_path: "/api/v1/runs".into(),
-            }
-        );
+        assert!(e.https());
         assert_eq!(e.runs_url(), "https://inframind.example:8443/api/v1/runs");
-        let e = parse_endpoint("http://inframind-api.inframind.svc").unwrap();
-        assert_eq!((e.port, e.runs_path.as_str()), (80, "/v1/runs"));
-        assert_eq!(e.authority, "inframind-api.inframind.svc");
+        let e = parse_endpoint(" http://inframind-api.inframind.svc ").unwrap();
+        assert!(!e.https());
+        assert_eq!(e.runs_url(), "http://inframind-api.inframind.svc/v1/runs");
         let e = parse_endpoint("http://[::1]:8080").unwrap();
-        assert_eq!(
-            (e.host.as_str(), e.authority.as_str()),
-            ("::1", "[::1]:8080")
-        );
-        assert!(parse_endpoint("inframind:8080")
-            .unwrap_err()
-            .contains("http:// or https://"));
-        assert!(parse_endpoint("ftp://x").unwrap_err().contains("`ftp`"));
+        assert_eq!(e.runs_url(), "http://[::1]:8080/v1/runs");
+        let e = parse_endpoint("http://10.0.0.7:8080/x?debug=1").unwrap();
+        assert_eq!(e.runs_url(), "http://10.0.0.7:8080/x/v1/runs");
+        let err = parse_endpoint("inframind:8080").unwrap_err();
+        assert!(err.contains("use http:// or https://"), "{err}");
+        assert!(err.starts_with("endpoint `inframind:8080`"), "{err}");
+        let err = parse_endpoint("ftp://x").unwrap_err();
+        assert!(err.contains("`ftp://x` has an unsupported scheme"), "{err}");
         assert!(parse_endpoint("http://").is_err());
     }
 

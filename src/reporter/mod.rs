@@ -311,16 +311,12 @@ async fn report(args: ReportArgs) -> anyhow::Result<()> {
             let token = given(&args.token_file)
                 .map(|f| read_token(Path::new(f)))
                 .transpose()?;
-            let tls = if endpoint.https {
+            let tls = if endpoint.https() {
                 Some(tls_roots(given(&args.ca_file).map(Path::new))?)
             } else {
                 None
             };
-            Some(api::Poster {
-                endpoint,
-                tls,
-                token,
-            })
+            Some(api::Poster::new(endpoint, tls, token))
         }
     };
 

@@ -463,23 +463,53 @@ enum Bind<'a> {
     Int(i64),
 }
 
-/// Hides a password in a database URL before it is logged or shown.
+/// Hides a password in a database or Redis URL (`scheme://user:password@host…`) before it is
+/// logged or shown. The credentials end at the last `@` of the authority, so a password with an
+/// unescaped `@` is hidden whole.
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.find('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.find(':') {
-                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
+    let Some(s) = url.find("://") else {
+        return url.to_string();
+    };
+    let start = s + 3;
+    let authority_end = url[start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| start + i);
+    let Some(at) = url[start..authority_end].rfind('@').map(|i| start + i) else {
+        return url.to_string();
+    };
+    let creds = &url[start..at];
+    match creds.find(':') {
+        Some(c) => format!("{}{}:***{}", &url[..start], &creds[..c], &url[at..]),
+        None => url.to_string(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 14: a Redis URL's password was printed in error messages.
+    #[test]
+    fn redis_urls_and_odd_passwords_are_redacted() {
+        assert_eq!(
+            redact("redis://:s3cret@redis:6379/0"),
+            "redis://:***@redis:6379/0"
+        );
+        assert_eq!(
+            redact("rediss://default:s3cret@redis:6380"),
+            "rediss://default:***@redis:6380"
+        );
+        assert_eq!(
+            redact("postgres://im:p@ss@db/x?sslmode=require"),
+            "postgres://im:***@db/x?sslmode=require"
+        );
+        assert_eq!(redact("redis://redis:6379/0"), "redis://redis:6379/0");
+        assert_eq!(
+            redact("redis://redis:6379/0?user=a@b"),
+            "redis://redis:6379/0?user=a@b",
+            "an @ after the authority is not a password"
+        );
+    }
 
     #[test]
     fn urls_are_normalised_and_redacted() {

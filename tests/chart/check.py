@@ -42,13 +42,32 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(ROOT / "deploy"))
 import render  # noqa: E402  (deploy/render.py: the one renderer of deploy/inframind.yaml)
 
+import celpy  # noqa: E402
 import helm_python as helm  # noqa: E402
 import kubernetes_validate  # noqa: E402
 from kubernetes_validate import utils as kv_utils  # noqa: E402
 
 CHART = ROOT / "charts" / "inframind"
 RELEASE, NAMESPACE = "inframind", "ci-system"
-KUBE_VERSIONS = ["1.33.0", "1.37.0"]
+# The oldest version Chart.yaml's kubeVersion admits (kubernetes-validate's oldest schemas), the
+# first with the webhook's matchConditions (beta, on by default), the first with them GA, and the
+# newest. Every values set is rendered for each (.Capabilities.KubeVersion) and validated there.
+KUBE_VERSIONS = ["1.25.0", "1.28.0", "1.30.0", "1.37.0"]
+MATCH_CONDITIONS_SINCE = (1, 28)
+# The webhook's matchConditions must not even call the webhook for a pod that opted out with the
+# annotation the admission code reads (src/admission/contract.rs SKIP_ANNOTATION: "true" in any case),
+# and call it for every other pod: (pod metadata, webhook called).
+OPT_OUT_CASES = [
+    ({}, True),
+    ({"annotations": {}}, True),
+    ({"annotations": {"team": "x"}}, True),
+    ({"annotations": {"inframind.io/skip": "true"}}, False),
+    ({"annotations": {"inframind.io/skip": "TRUE"}}, False),
+    ({"annotations": {"inframind.io/skip": "True", "team": "x"}}, False),
+    ({"annotations": {"inframind.io/skip": "false"}}, True),
+    ({"annotations": {"inframind.io/skip": ""}}, True),
+    ({"annotations": {"inframind.io/skip-not": "true"}}, True),
+]
 # Kinds that are CustomResourceDefinitions of other projects, which kubernetes-validate has no
 # schema for. They are skipped explicitly (and reported); any other unknown kind is a failure.
 SKIPPED_KINDS = {
@@ -67,6 +86,11 @@ OPTIMIZER_ENV = ["INFRAMIND_OBJECTIVE", "INFRAMIND_EXPLORATION_RATE", "INFRAMIND
 WEBHOOK_ONLY_ENV = ["INFRAMIND_DRY_RUN", "INFRAMIND_CONCURRENCY_ENV"]
 WEBHOOK_ENV = WEBHOOK_ONLY_ENV + OPTIMIZER_ENV
 CONTROLLER_ENV = ["INFRAMIND_LEASE_NAME", "POD_NAME", "POD_NAMESPACE"]
+# Training Jobs (controller.batchJobs): the training ServiceAccount (controller only) and the
+# allowlists of other images and ServiceAccounts (controller and API, when configured).
+JOB_SA_ENV = "INFRAMIND_JOB_SERVICE_ACCOUNT"
+JOB_POLICY_ENV = {"INFRAMIND_JOB_ALLOWED_IMAGES": "allowedJobImages",
+                  "INFRAMIND_JOB_ALLOWED_SERVICE_ACCOUNTS": "allowedJobServiceAccounts"}
 # `inframind api`: always, and when configured (admin token, TLS, training namespace).
 API_ENV = ["INFRAMIND_INGEST_TOKEN_FILE", "INFRAMIND_API_MAX_BODY_BYTES"] + OPTIMIZER_ENV
 API_OPTIONAL_ENV = ["INFRAMIND_ADMIN_TOKEN_FILE", "INFRAMIND_API_TLS_CERT", "INFRAMIND_API_TLS_KEY",
@@ -118,8 +142,13 @@ VALUE_SETS: dict[str, dict] = {
         "imagePullSecrets": [{"name": "regcred"}],
         "rbac": {"create": True},
     },
+    # GKE private clusters: the control plane reaches nodes on 443 only; no matchConditions.
+    "webhook-port-443": {"webhook": {"port": 443, "matchConditions": False},
+                         "networkPolicy": {"enabled": True}},
+    # Control planes that cannot reach pod IPs: the webhook on the node's network.
+    "webhook-host-network": {"webhook": {"hostNetwork": True, "port": 9443, "podAntiAffinity": "hard"}},
     "controller-no-batch": {"controller": {"batchJobs": False, "replicas": 1, "podAntiAffinity": "none",
-                                           "leaseName": "im-leader"},
+                                           "leaseName": "im-leader", "allowedJobImages": ["unused:1"]},
                             "api": {"replicas": 1, "podAntiAffinity": "none"},
                             "fullnameOverride": "im"},
     # The API creating TrainingJobs (its one Role), with an admin token, TLS and its own peers.
@@ -131,7 +160,9 @@ VALUE_SETS: dict[str, dict] = {
                 "tls": {"enabled": True, "secretName": "inframind-api-tls"},
                 "podDisruptionBudget": {"minAvailable": 2},
                 "extraEnv": [{"name": "RUST_BACKTRACE", "value": "1"}]},
-        "serviceAccount": {"api": {"name": "ingest"}},
+        "serviceAccount": {"api": {"name": "ingest"}, "training": {"name": "im-train"}},
+        "controller": {"allowedJobImages": ["ghcr.io/inframind/inframind:debug", "registry.corp/inframind@sha256:" + "b" * 64],
+                       "allowedJobServiceAccounts": ["trainer-gpu"]},
         "networkPolicy": {"enabled": True,
                           "api": {"from": [{"namespaceSelector": {"matchLabels": {"inframind.io/reporters": "true"}}}]}},
     },
@@ -175,7 +206,15 @@ SCHEMA_REJECTS = [
     ({"api": {"podAntiAffinity": "always"}}, "/api/podAntiAffinity"),
     ({"api": {"listen": "0.0.0.0:9000"}}, "/api"),  # the port is the chart's, not a value
     ({"serviceAccount": {"api": {"create": "yes"}}}, "/serviceAccount/api/create"),
+    ({"serviceAccount": {"training": {"name": "Trainer"}}}, "/serviceAccount/training/name"),
+    ({"controller": {"allowedJobImages": "ghcr.io/x/y:1"}}, "/controller/allowedJobImages"),
+    ({"controller": {"allowedJobImages": ["a b"]}}, "/controller/allowedJobImages"),
+    ({"controller": {"allowedJobServiceAccounts": ["Trainer_GPU"]}}, "/controller/allowedJobServiceAccounts"),
     ({"networkPolicy": {"api": {"from": {"namespaceSelector": {}}}}}, "/networkPolicy/api/from"),
+    ({"webhook": {"port": 0}}, "/webhook/port"),
+    ({"webhook": {"port": "443"}}, "/webhook/port"),
+    ({"webhook": {"hostNetwork": "yes"}}, "/webhook/hostNetwork"),
+    ({"webhook": {"matchConditions": "auto"}}, "/webhook/matchConditions"),
 ]
 # values the schema accepts but the templates must refuse (cross-field rules)
 TEMPLATE_REJECTS = [
@@ -184,6 +223,8 @@ TEMPLATE_REJECTS = [
     ({"optimizer": {"bounds": {"minConcurrency": 8, "maxConcurrency": 4}}}, "minConcurrency"),
     ({"api": {"tls": {"enabled": True}}}, "api.tls.secretName"),
     ({"api": {"adminToken": {"secretName": "inframind-api-ingest"}}}, "admin token must differ"),
+    ({"webhook": {"hostNetwork": True}, "createNamespace": True}, "restricted Pod Security Standard"),
+    ({"webhook": {"hostNetwork": True, "port": 10250}}, "kubelet"),
 ]
 
 
@@ -218,6 +259,17 @@ class Runner:
     def note(self, text: str):
         if text not in self.notes:
             self.notes.append(text)
+
+
+def cel(expression: str, **bindings) -> bool:
+    """Evaluate a CEL expression (cel-python) with Kubernetes' lowerAscii (strings extension)."""
+    env = celpy.Environment()
+    program = env.program(env.compile(expression),
+                          functions={"lowerAscii": lambda s: celpy.celtypes.StringType(str(s).lower())})
+    result = program.evaluate({k: celpy.json_to_cel(v) for k, v in bindings.items()})
+    if isinstance(result, Exception):
+        raise AssertionError(f"CEL {expression!r} failed: {result}")
+    return bool(result)
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -418,11 +470,14 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
         else (v["serviceAccount"]["api"]["name"] or "default")
     api_admin = bool(api["adminToken"]["secretName"])
     training_ns = api["trainingNamespace"]
+    jobs_on = ctl_on and v["controller"]["batchJobs"]
+    training_sa = v["serviceAccount"]["training"]["name"] or f"{fullname}-training"
     deployments = {d["metadata"]["name"]: d for d in by_kind(objs, "Deployment")}
     c = lambda what, fn: runner.check(f"{name}: {what}", fn)  # noqa: E731
 
     def names_and_namespaces():
-        cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration"}
+        cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration",
+                          "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
         for o in objs:
             md = o["metadata"]
             if o["kind"] in cluster_scoped:
@@ -448,7 +503,11 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
             assert psc.get("runAsNonRoot") is True, f"{dn}: pod runAsNonRoot is not true"
             assert psc.get("seccompProfile", {}).get("type") == "RuntimeDefault", f"{dn}: pod seccomp is not RuntimeDefault"
             assert psc.get("runAsUser", 65532) != 0, f"{dn}: runs as root"
-            for key in ("hostNetwork", "hostPID", "hostIPC"):
+            host_network = dn == svc_name and v["webhook"]["hostNetwork"]
+            assert bool(spec.get("hostNetwork")) == host_network, f"{dn}: hostNetwork {spec.get('hostNetwork')}"
+            if host_network:
+                assert spec.get("dnsPolicy") == "ClusterFirstWithHostNet", f"{dn}: hostNetwork without ClusterFirstWithHostNet"
+            for key in ("hostPID", "hostIPC"):
                 assert not spec.get(key), f"{dn}: {key}"
             for vol in spec.get("volumes", []):
                 types = set(vol) - {"name"}
@@ -459,7 +518,9 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
                 assert sc.get("allowPrivilegeEscalation") is False, f"{who}: allowPrivilegeEscalation is not false"
                 assert sc.get("readOnlyRootFilesystem") is True, f"{who}: root filesystem is writable"
                 assert sc.get("capabilities", {}).get("drop") == ["ALL"], f"{who}: does not drop ALL capabilities"
-                assert not sc.get("capabilities", {}).get("add"), f"{who}: adds capabilities"
+                want_add = ["NET_BIND_SERVICE"] if dn == svc_name and v["webhook"]["port"] < 1024 else []
+                assert (sc.get("capabilities", {}).get("add") or []) == want_add, \
+                    f"{who}: adds capabilities {sc.get('capabilities', {}).get('add')}, expected {want_add or 'none'}"
                 assert not sc.get("privileged"), f"{who}: privileged"
                 assert sc.get("runAsNonRoot", psc.get("runAsNonRoot")) is True, f"{who}: may run as root"
                 assert sc.get("runAsUser", psc.get("runAsUser")) == 65532, f"{who}: not uid 65532"
@@ -502,8 +563,17 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
         for var, val in want.items():
             assert env[var].get("value") == val, f"webhook: {var}={env[var].get('value')!r}, expected {val!r}"
         check_optimizer_env(env, v, "webhook")
-        stray = [n for n in API_ENV[:2] + API_OPTIONAL_ENV + CONTROLLER_ENV if n in env]
+        stray = [n for n in API_ENV[:2] + API_OPTIONAL_ENV + CONTROLLER_ENV + [JOB_SA_ENV, *JOB_POLICY_ENV] if n in env]
         assert not stray, f"webhook: has other components' variables {stray}"
+
+        def check_job_policy(env, who):
+            for var, key in JOB_POLICY_ENV.items():
+                want = v["controller"][key]
+                if want and jobs_on:
+                    got = env.get(var, {}).get("value")
+                    assert got == ",".join(want), f"{who}: {var}={got!r}, expected {','.join(want)!r}"
+                else:
+                    assert var not in env, f"{who}: {var} set although controller.{key} is empty or Jobs are off"
         for extra in v["webhook"]["extraEnv"]:
             assert extra["name"] in env, f"webhook: extraEnv {extra['name']} missing"
         if ctl_on:
@@ -514,6 +584,12 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
             assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
             stray = [n for n in WEBHOOK_ENV + API_ENV + API_OPTIONAL_ENV if n in env]
             assert not stray, f"controller: has other components' variables {stray}"
+            if jobs_on:
+                assert env.get(JOB_SA_ENV, {}).get("value") == training_sa, \
+                    f"controller: {JOB_SA_ENV}={env.get(JOB_SA_ENV)}, expected the training ServiceAccount {training_sa}"
+            else:
+                assert JOB_SA_ENV not in env, f"controller: {JOB_SA_ENV} without controller.batchJobs"
+            check_job_policy(env, "controller")
         if api_on:
             ct = deployments[api_name]["spec"]["template"]["spec"]["containers"][0]
             env = check_common(ct)
@@ -529,8 +605,9 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
                 assert (var in env) == on, f"api: {var} {'missing' if on else 'set'} ({var} follows the values)"
             if training_ns:
                 assert env["INFRAMIND_TRAINING_NAMESPACE"].get("value") == training_ns
-            stray = [n for n in WEBHOOK_ONLY_ENV + CONTROLLER_ENV if n in env]
+            stray = [n for n in WEBHOOK_ONLY_ENV + CONTROLLER_ENV + [JOB_SA_ENV] if n in env]
             assert not stray, f"api: has other components' variables {stray}"
+            check_job_policy(env, "api")
             for extra in api["extraEnv"]:
                 assert extra["name"] in env, f"api: extraEnv {extra['name']} missing"
             # no token ever travels as an environment value or a secretKeyRef
@@ -547,7 +624,8 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
         ct = spec["containers"][0]
         assert d["spec"]["replicas"] == v["webhook"]["replicas"]
         args = ct["args"]
-        assert args[:3] == ["webhook", "--listen", "0.0.0.0:8443"], f"webhook args {args}"
+        port = v["webhook"]["port"]
+        assert args[:3] == ["webhook", "--listen", f"0.0.0.0:{port}"], f"webhook args {args}"
         flag = lambda f: args[args.index(f) + 1] if f in args else None  # noqa: E731
         mounts = {m["name"]: m for m in ct.get("volumeMounts", [])}
         vols = {x["name"]: x for x in spec.get("volumes", [])}
@@ -564,10 +642,10 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
             assert mounts["tls"]["mountPath"] == "/tls" and mounts["tls"].get("readOnly") is True
             assert vols["tls"]["secret"]["secretName"] == tls_secret
             assert spec.get("automountServiceAccountToken") is False, "the webhook needs no API access in this mode"
-        assert resolve_port(ct, "https") == 8443
+        assert resolve_port(ct, "https") == port
         for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
             get = ct[probe]["httpGet"]
-            assert get["path"] == path and get["scheme"] == "HTTPS" and resolve_port(ct, get["port"]) == 8443, f"{probe}: {get}"
+            assert get["path"] == path and get["scheme"] == "HTTPS" and resolve_port(ct, get["port"]) == port, f"{probe}: {get}"
         sel = d["spec"]["selector"]
         assert selector_matches(sel, d["spec"]["template"]["metadata"]["labels"]), "selector does not match its pods"
         check_anti_affinity(d, v["webhook"]["podAntiAffinity"])
@@ -663,8 +741,8 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
                 "the webhook Service also selects controller pods"
         ports = s["spec"]["ports"]
         assert len(ports) == 1 and ports[0]["port"] == 443, f"Service ports {ports}"
-        assert resolve_port(d["spec"]["template"]["spec"]["containers"][0], ports[0]["targetPort"]) == 8443
-    c("webhook Service 443 -> 8443", service)
+        assert resolve_port(d["spec"]["template"]["spec"]["containers"][0], ports[0]["targetPort"]) == v["webhook"]["port"]
+    c("webhook Service 443 -> webhook.port", service)
 
     def services_select_one_component():
         for s in by_kind(objs, "Service"):
@@ -792,8 +870,8 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
             assert not [o for o in objs if o["kind"] in ("Role", "RoleBinding")
                         and o["metadata"]["labels"].get("app.kubernetes.io/component") == "api"], "API disabled but its Role is rendered"
         if not ctl_on:
-            assert not [o for o in objs if o["kind"] in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
-                        and o["metadata"]["labels"].get("app.kubernetes.io/component") == "controller"], \
+            assert not [o for o in objs if o["kind"] in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ServiceAccount")
+                        and o["metadata"]["labels"].get("app.kubernetes.io/component") in ("controller", "training")], \
                 "controller disabled but its RBAC is rendered"
             return
         cluster, namespaced = grants_for(objs, ctl_name, NAMESPACE)
@@ -802,13 +880,31 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
                 | expand("events.k8s.io", "events", ["create", "patch"])
                 | expand("", "pods", ["get", "list", "watch"])
                 | expand("", "nodes", ["get"]))
-        if v["controller"]["batchJobs"]:
-            want |= expand("batch", "jobs", ["create", "get", "list", "watch", "delete"])
         assert cluster == want, f"controller cluster grants differ: extra {sorted(cluster - want)}, missing {sorted(want - cluster)}"
         lease = v["controller"]["leaseName"]
         want_ns = {NAMESPACE: expand("coordination.k8s.io", "leases", ["create"])
                    | expand("coordination.k8s.io", "leases", ["get", "update", "patch"], lease)}
+        if jobs_on:
+            # training Jobs run in the release namespace only: never a cluster-wide Jobs grant
+            want_ns[NAMESPACE] |= expand("batch", "jobs", ["create", "get", "list", "watch"])
         assert namespaced == want_ns, f"controller namespaced grants {namespaced}, expected {want_ns}"
+        # training Jobs: their own ServiceAccount, which may only report on TrainingJobs
+        sas = [s for s in by_kind(objs, "ServiceAccount") if s["metadata"]["name"] == training_sa]
+        cluster, namespaced = grants_for(objs, training_sa, NAMESPACE)
+        if not jobs_on:
+            assert not sas and not cluster and not namespaced, \
+                f"training ServiceAccount or grants rendered without controller.batchJobs: {cluster} {namespaced}"
+            return
+        assert training_sa != ctl_name, "training Jobs must not run as the controller's ServiceAccount"
+        if v["serviceAccount"]["training"]["create"]:
+            assert len(sas) == 1, f"no training ServiceAccount {training_sa}"
+            assert sas[0].get("automountServiceAccountToken") is False, \
+                "the training ServiceAccount must not mount its token into every pod that borrows it"
+        want = (expand("inframind.io", "trainingjobs", ["get"])
+                | expand("inframind.io", "trainingjobs/status", ["get", "patch"])
+                | expand("events.k8s.io", "events", ["create", "patch"]))
+        assert cluster == want and not namespaced, \
+            f"training grants differ: extra {sorted(cluster - want)}, missing {sorted(want - cluster)}, namespaced {namespaced}"
     c("RBAC least privilege (exact rules per ServiceAccount)", rbac)
 
     def pdbs():
@@ -863,7 +959,7 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
             assert not nps, "NetworkPolicy rendered while disabled"
             return
         covered = set()
-        for dname, port, peers in ((svc_name, 8443, v["networkPolicy"]["webhook"]["from"]),
+        for dname, port, peers in ((svc_name, v["webhook"]["port"], v["networkPolicy"]["webhook"]["from"]),
                                    (ctl_name, 8080, v["networkPolicy"]["metrics"]["from"]),
                                    (api_name, API_PORT, v["networkPolicy"]["api"]["from"])):
             if dname not in deployments:
@@ -950,16 +1046,73 @@ def main() -> int:
             continue
         objs = [o for _, _, o in rendered]
 
-        def validate(objs=objs):
+        def validate(overrides=overrides):
             errors = []
             for kv in KUBE_VERSIONS:
-                for o in objs:
+                for _, _, o in render.render_documents(chart, overrides, name=RELEASE, namespace=NAMESPACE, kube_version=kv):
                     try:
                         kube_validate(o, kv, runner)
                     except AssertionError as e:
                         errors.append(str(e))
             assert not errors, "; ".join(errors)
-        runner.check(f"{name}: kubernetes-validate --strict ({len(objs)} objects x {len(KUBE_VERSIONS)} versions)", validate)
+        runner.check(f"{name}: rendered for and validated by kubernetes-validate --strict ({len(objs)} objects x {len(KUBE_VERSIONS)} versions)", validate)
+
+        def match_conditions(overrides=overrides):
+            want_on = deep_merge(defaults, overrides)["webhook"]["matchConditions"]
+            for kv in KUBE_VERSIONS:
+                objs_kv = [o for _, _, o in render.render_documents(chart, overrides, name=RELEASE, namespace=NAMESPACE, kube_version=kv)]
+                has = tuple(int(x) for x in kv.split(".")[:2]) >= MATCH_CONDITIONS_SINCE
+                for h in one(objs_kv, "MutatingWebhookConfiguration")["webhooks"]:
+                    got = h.get("matchConditions")
+                    if want_on and has:
+                        assert [c["name"] for c in got or []] == ["not-opted-out"], f"[{kv}] {h['name']}: matchConditions {got}"
+                        for meta, called in OPT_OUT_CASES:
+                            pod = {"metadata": {"name": "b", **meta}, "spec": {"containers": [{"name": "build"}]}}
+                            got_called = all(cel(c["expression"], object=pod) for c in got)
+                            assert got_called == called, \
+                                f"[{kv}] {h['name']}: a pod with {meta} is {'' if got_called else 'not '}sent to the webhook"
+                    else:
+                        assert got is None, f"[{kv}] {h['name']}: matchConditions rendered (webhook.matchConditions={want_on}): {got}"
+        runner.check(f"{name}: matchConditions skip opted-out pods where the API server has them ({', '.join(KUBE_VERSIONS)})", match_conditions)
+
+        def training_job_policy(overrides=overrides):
+            v = deep_merge(defaults, overrides)
+            jobs_on = v["controller"]["enabled"] and v["controller"]["batchJobs"]
+            fullname = v["fullnameOverride"] or RELEASE
+            image = (f"{v['image']['repository']}@{v['image']['digest']}" if v["image"]["digest"]
+                     else f"{v['image']['repository']}:{v['image']['tag'] or '0.1.0'}")
+            training_sa = v["serviceAccount"]["training"]["name"] or f"{fullname}-training"
+            for kv in KUBE_VERSIONS:
+                objs_kv = [o for _, _, o in render.render_documents(chart, overrides, name=RELEASE, namespace=NAMESPACE, kube_version=kv)]
+                policies = by_kind(objs_kv, "ValidatingAdmissionPolicy")
+                bindings = by_kind(objs_kv, "ValidatingAdmissionPolicyBinding")
+                if not jobs_on or tuple(int(x) for x in kv.split(".")[:2]) < (1, 30):
+                    assert not policies and not bindings, f"[{kv}] a ValidatingAdmissionPolicy without training Jobs or before 1.30"
+                    continue
+                assert len(policies) == 1 and len(bindings) == 1, f"[{kv}] {len(policies)} policies, {len(bindings)} bindings"
+                pol, bnd = policies[0], bindings[0]
+                assert bnd["spec"]["policyName"] == pol["metadata"]["name"] and bnd["spec"]["validationActions"] == ["Deny"], bnd["spec"]
+                assert pol["spec"]["failurePolicy"] == "Fail"
+                assert pol["spec"]["matchConstraints"]["resourceRules"] == [{"apiGroups": ["inframind.io"], "apiVersions": ["*"],
+                                                                          "operations": ["CREATE", "UPDATE"], "resources": ["trainingjobs"]}]
+                ok_images = [image] + v["controller"]["allowedJobImages"]
+                ok_accounts = [training_sa] + v["controller"]["allowedJobServiceAccounts"]
+                cases = [({"mode": "inProcess"}, True), ({"mode": "job"}, True)]
+                cases += [({"mode": "job", "image": i}, True) for i in ok_images]
+                cases += [({"mode": "job", "serviceAccountName": a}, True) for a in ok_accounts]
+                cases += [({"mode": "job", "image": "attacker/miner:latest"}, False),
+                          ({"mode": "job", "image": image + "-debug"}, False),
+                          ({"mode": "job", "serviceAccountName": f"{fullname}-controller"}, False),
+                          ({"mode": "job", "serviceAccountName": "default"}, False),
+                          ({"mode": "job", "image": image, "serviceAccountName": "default"}, False)]
+                for execution, allowed in cases:
+                    tj = {"apiVersion": "inframind.io/v1alpha1", "kind": "TrainingJob",
+                          "metadata": {"name": "t", "namespace": "ci"}, "spec": {"execution": execution}}
+                    got = all(cel(val["expression"], object=tj) for val in pol["spec"]["validations"])
+                    assert got == allowed, f"[{kv}] spec.execution {execution} is {'admitted' if got else 'refused'}"
+                assert all(cel(val["expression"], object={"spec": {}}) for val in pol["spec"]["validations"]), \
+                    "a TrainingJob without spec.execution is refused"
+        runner.check(f"{name}: the API server refuses TrainingJobs choosing other images or ServiceAccounts (1.30+)", training_job_policy)
 
         values = deep_merge(defaults, overrides)
         check_invariants(name, values, objs, notes[0], runner)
@@ -969,6 +1122,14 @@ def main() -> int:
     deploy_objs = [o for _, _, o in render.render_documents(chart, deploy_values, name=RELEASE, namespace=NAMESPACE)]
     check_invariants("deploy/values.yaml", deep_merge(defaults, deploy_values), deploy_objs,
                      render_notes(chart, deploy_values), runner)
+
+    # --- Chart.yaml kubeVersion: as wide as the manifests validate --------------------------------
+    def kube_version_range():
+        meta = yaml.safe_load((CHART / "Chart.yaml").read_text())
+        oldest = KUBE_VERSIONS[0]
+        assert meta.get("kubeVersion") == f">={oldest}-0", \
+            f"Chart.yaml kubeVersion {meta.get('kubeVersion')!r}: the manifests validate from {oldest} on, so it must be '>={oldest}-0'"
+    runner.check(f"Chart.yaml kubeVersion admits exactly the validated versions (>= {KUBE_VERSIONS[0]})", kube_version_range)
 
     # --- values.schema.json -------------------------------------------------------------------
     def schema_rejects():
@@ -1056,6 +1217,26 @@ def main() -> int:
         assert "status" in (served[0].get("subresources") or {}), "the controller patches trainingjobs/status: the CRD needs the status subresource"
     runner.check("TrainingJob CRD matches what the controller's RBAC grants", crd_matches_rbac)
 
+    def crd_execution_rule():
+        # The API server refuses an image or service account outside execution mode `job`
+        # (after defaulting, so `mode` is always set); the controller checks the allowlists.
+        cases = [({"mode": "job"}, True), ({"mode": "job", "image": "x:1"}, True),
+                 ({"mode": "job", "serviceAccountName": "trainer"}, True), ({"mode": "inProcess"}, True),
+                 ({"mode": "inProcess", "image": "x:1"}, False),
+                 ({"mode": "inProcess", "serviceAccountName": "trainer"}, False)]
+        for path in ours:
+            for d in yaml.safe_load_all(path.read_text()):
+                if not d or d["spec"]["names"]["kind"] != "TrainingJob":
+                    continue
+                for ver in d["spec"]["versions"]:
+                    ex = ver["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["execution"]
+                    rules = ex.get("x-kubernetes-validations") or []
+                    assert rules, f"{ver['name']}: spec.execution has no x-kubernetes-validations"
+                    for value, ok in cases:
+                        got = all(cel(r["rule"], self=value) for r in rules)
+                        assert got == ok, f"{ver['name']}: spec.execution {value} {'passes' if got else 'fails'} the CEL rules"
+    runner.check("TrainingJob CRD: the CEL rule on spec.execution admits image and serviceAccountName in mode job only", crd_execution_rule)
+
     # --- deploy/ ---------------------------------------------------------------------------------
     def deploy_fresh():
         fresh = render.render_bundle()
@@ -1071,13 +1252,19 @@ def main() -> int:
         docs = [d for d in yaml.safe_load_all(render.OUTPUT.read_text()) if d]
         kinds = [d["kind"] for d in docs]
         assert "Namespace" in kinds and kinds.index("Namespace") < kinds.index("Deployment")
-        assert kinds[-1] == "MutatingWebhookConfiguration", "the webhook must be configured last, once its pods exist"
+        mwc = kinds.index("MutatingWebhookConfiguration")
+        assert all(i < mwc for i, k in enumerate(kinds) if k == "Deployment"), \
+            "the webhook must be configured after the Deployments, once its pods exist"
         assert kinds.count("CustomResourceDefinition") == sum(
             1 for p in ours for d in yaml.safe_load_all(p.read_text()) if d), "deploy/inframind.yaml lacks the CRDs"
+        # rendered for current Kubernetes (matchConditions, a ValidatingAdmissionPolicy: 1.30 on);
+        # older clusters install with Helm, which renders for theirs
         for kv in KUBE_VERSIONS:
+            if tuple(int(x) for x in kv.split(".")[:2]) < (1, 30):
+                continue
             for d in docs:
                 kube_validate(d, kv, runner)
-    runner.check("deploy/inframind.yaml validates and is ordered for kubectl apply", deploy_valid)
+    runner.check("deploy/inframind.yaml validates (Kubernetes >= 1.30) and is ordered for kubectl apply", deploy_valid)
 
     def dockerfile():
         text = (ROOT / "deploy" / "Dockerfile").read_text()

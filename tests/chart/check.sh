@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Offline checks of the Helm chart, deploy/ and the CRDs: lint, render under several values sets,
-# strict Kubernetes schema validation (1.33 and 1.37), the product's invariants, the values schema,
+# strict Kubernetes schema validation (1.25, 1.28, 1.30, 1.37), the product's invariants, the values schema,
 # chart crds/ == top-level crds/, deploy/inframind.yaml == a fresh render. See tests/chart/check.py.
 # Usage: tests/chart/check.sh [-v]      -v lists every check
 #        tests/chart/check.sh --self-test  breaks the chart ~50 ways in a copy and requires each to be caught

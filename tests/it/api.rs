@@ -4,13 +4,12 @@
 use std::sync::Arc;
 
 use inframind::api::{self, ApiState, TokenFile, Training};
-use inframind::client::Connection;
 use inframind::optimizer::recommender::Recommender;
 use inframind::optimizer::{Optimizer, OptimizerConfig};
 use inframind::registry::LiveModel;
 use serde_json::{json, Value};
 
-use crate::harness::{pg_addr, pg_schema_url, with_host, TcpProxy};
+use crate::harness::{pg_addr, pg_schema_url, with_host, Site, TcpProxy};
 
 struct TestApi {
     addr: std::net::SocketAddr,
@@ -66,9 +65,7 @@ impl TestApi {
         let auth = token.map(|t| format!("Bearer {t}"));
         let headers: Vec<(&str, &str)> =
             auth.iter().map(|a| ("authorization", a.as_str())).collect();
-        let (status, bytes) = Connection::plain(self.addr)
-            .await
-            .unwrap()
+        let (status, bytes) = Site::plain(self.addr)
             .send(method, path, &headers, body)
             .await
             .unwrap();
@@ -271,7 +268,7 @@ async fn a_database_outage_is_503_with_retry_after_and_loses_nothing_acknowledge
     assert_eq!((status, r["accepted"].as_u64()), (200, Some(1)));
 
     proxy.cut();
-    let mut conn = Connection::plain(api.addr).await.unwrap();
+    let conn = Site::plain(api.addr);
     let auth = format!("Bearer {INGEST}");
     let (status, body) = conn
         .send(
@@ -314,4 +311,74 @@ async fn a_database_outage_is_503_with_retry_after_and_loses_nothing_acknowledge
         .map(|r| r.run_id)
         .collect();
     assert_eq!(ids, vec!["before".to_string(), "during".to_string()]);
+}
+
+/// Issue 14: the admin token chose what runs and as whom (`spec.execution.image` and
+/// `serviceAccountName` went straight into the TrainingJob). Now only the allowlists count.
+#[tokio::test]
+async fn train_refuses_images_and_service_accounts_outside_the_allowlist() {
+    let api = start(&pg_schema_url().await).await;
+    for execution in [
+        json!({"mode": "job", "image": "attacker/miner:latest"}),
+        json!({"mode": "job", "serviceAccountName": "inframind-controller"}),
+    ] {
+        let spec = json!({"hyperparameters": {"trees": 5}, "execution": execution});
+        let (status, body) = api
+            .call(
+                "POST",
+                "/v1/train",
+                Some(ADMIN),
+                serde_json::to_vec(&spec).unwrap(),
+            )
+            .await;
+        assert_eq!(status, 403, "{execution}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("is not allowed"),
+            "{body}"
+        );
+    }
+    // Outside execution mode `job` they mean nothing and are refused as invalid.
+    let (status, body) = api
+        .call(
+            "POST",
+            "/v1/train",
+            Some(ADMIN),
+            br#"{"execution": {"image": "inframind:dev"}}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+}
+
+/// Issue 14: `Bearer` was matched case-sensitively (RFC 9110 makes the scheme case-insensitive),
+/// and a multi-byte character after `%` in a pipeline name panicked the decoder.
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive_and_odd_paths_are_decoded() {
+    let api = start(&pg_schema_url().await).await;
+    let body = serde_json::to_vec(&run("lower", "caf\u{e9}", 2.0)).unwrap();
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let auth = format!("{scheme} {INGEST}");
+        let (status, bytes) = Site::plain(api.addr)
+            .send(
+                "POST",
+                "/v1/runs",
+                &[("authorization", auth.as_str())],
+                body.clone(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{scheme}: {}", String::from_utf8_lossy(&bytes));
+    }
+    let (status, stats) = api
+        .call("GET", "/v1/pipelines/caf%C3%A9/stats", Some(INGEST), vec![])
+        .await;
+    assert_eq!((status, stats["runs"].as_u64()), (200, Some(1)), "{stats}");
+    let (status, _) = api
+        .call(
+            "GET",
+            "/v1/pipelines/%a%E2%82%AC/stats",
+            Some(INGEST),
+            vec![],
+        )
+        .await;
+    assert_eq!(status, 404, "an unknown pipeline, not a crash");
 }

@@ -933,7 +933,7 @@ async fn job_mode_creates_a_batch_job_and_reports_when_it_dies_without_a_result(
     settings.job_template = Some(JobTemplate {
         namespace: "inframind".into(),
         image: Some("ghcr.io/inframind/inframind:test".into()),
-        service_account: Some("inframind-controller".into()),
+        service_account: Some("inframind-training".into()),
         ..Default::default()
     });
     let (ctx, handle) = context(settings);
@@ -957,6 +957,10 @@ async fn job_mode_creates_a_batch_job_and_reports_when_it_dies_without_a_result(
     assert_eq!(
         pod.containers[0].image.as_deref(),
         Some("ghcr.io/inframind/inframind:test")
+    );
+    assert_eq!(
+        pod.service_account_name.as_deref(),
+        Some("inframind-training")
     );
     let job_name = job.metadata.name.clone().unwrap();
     assert_eq!(pending.phase, Some(Phase::Pending));
@@ -991,6 +995,81 @@ async fn job_mode_creates_a_batch_job_and_reports_when_it_dies_without_a_result(
     assert!(
         msg.contains(&format!("kubectl -n inframind logs job/{job_name}")),
         "{msg}"
+    );
+}
+
+/// Issue 14: `spec.execution.image` and `serviceAccountName` went straight into the Job, so
+/// anyone allowed to create a TrainingJob ran their code with the controller's credentials.
+/// Now a choice outside the controller's allowlists fails with InvalidSpec and creates nothing.
+#[tokio::test]
+async fn job_mode_refuses_an_image_or_service_account_outside_the_allowlist() {
+    let env = Env::new(0).await;
+    let mut settings = env.settings();
+    settings.job_template = Some(JobTemplate {
+        namespace: "inframind".into(),
+        image: Some("ghcr.io/inframind/inframind:test".into()),
+        service_account: Some("inframind-training".into()),
+        policy: inframind::controller::job::JobPolicy::new(
+            &["ghcr.io/inframind/inframind:debug".into()],
+            &[],
+        ),
+        ..Default::default()
+    });
+    let (ctx, handle) = context(settings);
+    let mut api = ApiServer::new(handle, &training_job(small_spec()));
+    for (image, sa, named) in [
+        (Some("attacker/miner:latest"), None, "attacker/miner:latest"),
+        (None, Some("inframind-controller"), "inframind-controller"),
+    ] {
+        let mut spec = small_spec();
+        spec.execution.mode = ExecutionMode::Job;
+        spec.execution.image = image.map(Into::into);
+        spec.execution.service_account_name = sa.map(Into::into);
+        let mut tj = training_job(spec);
+        // One object per case: this process remembers what it wrote per uid.
+        tj.metadata.uid = Some(format!("uid-{named}"));
+        api.tj = tj.clone();
+        let (result, (failed, event)) = tokio::join!(reconcile(Arc::new(tj), ctx.clone()), async {
+            // A status write first: had a Job been created, this would be its POST.
+            let failed = api.status_patch().await;
+            let event = api.event("InvalidSpec", "Warning").await;
+            api.silence().await;
+            (failed, event)
+        });
+        result.unwrap();
+        assert_eq!(failed.phase, Some(Phase::Failed));
+        assert_eq!(cond(&failed, TRAINED), ("False", "InvalidSpec"));
+        assert_eq!(failed.observed_generation, Some(1), "not retried");
+        assert!(failed.job.is_none());
+        let note = event["note"].as_str().unwrap();
+        assert!(
+            note.contains(named) && note.contains("not allowed"),
+            "{note}"
+        );
+    }
+
+    // An allowlisted image is used, still as the training service account.
+    let mut spec = small_spec();
+    spec.execution.mode = ExecutionMode::Job;
+    spec.execution.image = Some("ghcr.io/inframind/inframind:debug".into());
+    let mut tj = training_job(spec);
+    tj.metadata.uid = Some("uid-allowed".into());
+    api.tj = tj.clone();
+    let (result, job) = tokio::join!(reconcile(Arc::new(tj), ctx.clone()), async {
+        let job = api.create_job("inframind").await;
+        api.status_patch().await;
+        api.event("TrainingStarted", "Normal").await;
+        job
+    });
+    result.unwrap();
+    let pod = job.spec.unwrap().template.spec.unwrap();
+    assert_eq!(
+        pod.containers[0].image.as_deref(),
+        Some("ghcr.io/inframind/inframind:debug")
+    );
+    assert_eq!(
+        pod.service_account_name.as_deref(),
+        Some("inframind-training")
     );
 }
 

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use inframind::client::Connection;
+use crate::harness::Site;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -20,8 +20,12 @@ fn free_port() -> u16 {
 }
 
 async fn status(addr: std::net::SocketAddr, path: &str) -> Option<u16> {
-    let mut c = Connection::plain(addr).await.ok()?;
-    c.send("GET", path, &[], vec![]).await.ok().map(|r| r.0)
+    // A fresh client each time: a new connection, as a kubelet probe makes.
+    Site::plain(addr)
+        .send("GET", path, &[], vec![])
+        .await
+        .ok()
+        .map(|r| r.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,7 +65,7 @@ async fn sigterm_under_load_fails_no_request_and_exits_zero() {
         .map(|i| {
             let (removed, sent, failed) = (endpoint_removed.clone(), sent.clone(), failed.clone());
             tokio::spawn(async move {
-                let mut conn = Connection::plain(addr).await.expect("connecting");
+                let conn = Site::plain(addr);
                 let body =
                     serde_json::to_vec(&serde_json::json!({"pipeline": format!("p{i}")})).unwrap();
                 while !removed.load(Ordering::Acquire) {

@@ -158,11 +158,13 @@ impl TestWebhook {
         }
     }
 
-    /// A fresh keep-alive connection.
-    pub async fn connect(&self) -> inframind::client::Connection {
-        inframind::client::Connection::tls(self.addr, "localhost", self.tls.clone())
-            .await
-            .expect("connecting over TLS")
+    /// A fresh client (its own pool, so its first request makes a new TLS connection) for
+    /// this webhook, trusting its CA.
+    pub fn connect(&self) -> Site {
+        Site {
+            client: inframind::client::Client::with_tls(self.tls.clone()),
+            base: format!("https://localhost:{}", self.addr.port()),
+        }
     }
 
     /// Admits `pod` (a Pod CREATE) and returns the response and the pod with the patch applied.
@@ -188,7 +190,6 @@ impl TestWebhook {
     pub async fn review(&self, body: &serde_json::Value) -> (u16, serde_json::Value) {
         let (status, bytes) = self
             .connect()
-            .await
             .send("POST", "/mutate", &[], serde_json::to_vec(body).unwrap())
             .await
             .expect("request");
@@ -196,6 +197,39 @@ impl TestWebhook {
             status,
             serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
         )
+    }
+}
+
+/// A keep-alive client bound to one server's base URL, as the tests address it.
+#[allow(dead_code)]
+pub struct Site {
+    /// The client (pooled, keep-alive).
+    pub client: inframind::client::Client,
+    /// `scheme://host:port`, without a trailing slash.
+    pub base: String,
+}
+
+#[allow(dead_code)]
+impl Site {
+    /// A client for a plain-HTTP server at `addr`.
+    pub fn plain(addr: std::net::SocketAddr) -> Site {
+        Site {
+            client: inframind::client::Client::plain(),
+            base: format!("http://{addr}"),
+        }
+    }
+
+    /// Sends `method path` and returns the status and the whole body.
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<(u16, bytes::Bytes), inframind::client::ClientError> {
+        let url = format!("{}{path}", self.base);
+        let r = self.client.request(method, &url, headers, body).await?;
+        Ok((r.status.as_u16(), r.body))
     }
 }
 

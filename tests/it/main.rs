@@ -14,5 +14,6 @@ mod layout;
 mod outcomes;
 mod registry;
 mod reporter;
+mod savings;
 mod store;
 mod webhook;

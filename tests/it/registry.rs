@@ -247,3 +247,21 @@ async fn local_registry_promotes_and_rolls_back_without_redis() {
     assert_eq!(reg.rollback().await.unwrap(), "model_v20261101_000051");
     assert!(reg.promote("model_v_missing").await.is_err());
 }
+
+/// Issue 14: a Redis URL's password was printed in error messages (PostgreSQL's was masked).
+#[tokio::test]
+async fn a_redis_password_never_appears_in_errors() {
+    // Nothing listens on port 1: the connection is refused at once.
+    for url in [
+        "redis://:s3cret-pw@127.0.0.1:1/0",
+        "redis://default:s3cret-pw@127.0.0.1:notaport/0",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let Err(err) = Registry::open(ModelDir::new(dir.path()), Some(url), "im").await else {
+            panic!("no Redis listens there");
+        };
+        let shown = format!("{err} {err:?}");
+        assert!(!shown.contains("s3cret-pw"), "{shown}");
+        assert!(shown.contains(":***@"), "{shown}");
+    }
+}

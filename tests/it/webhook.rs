@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use inframind::admission::Settings;
+use inframind::client::{Client, ClientError};
 use inframind::model::ModelDir;
 use inframind::optimizer::recommender::Recommender;
 use inframind::optimizer::{Optimizer, OptimizerConfig};
@@ -229,7 +230,6 @@ async fn build_pods_from_ci_systems_are_right_sized() {
     // Metrics count what happened.
     let (status, body) = wh
         .connect()
-        .await
         .send("GET", "/metrics", &[], vec![])
         .await
         .unwrap();
@@ -324,7 +324,7 @@ async fn bad_requests_get_reasons_and_probes_answer() {
         Arc::new(StatsCache::new()),
     )
     .await;
-    let mut c = wh.connect().await;
+    let c = wh.connect();
     let (status, body) = c
         .send("POST", "/mutate", &[], b"{not json".to_vec())
         .await
@@ -352,7 +352,7 @@ async fn bad_requests_get_reasons_and_probes_answer() {
         .await
         .unwrap();
     assert_eq!(status, 413);
-    let mut c = wh.connect().await;
+    let c = wh.connect();
     assert_eq!(c.send("GET", "/mutate", &[], vec![]).await.unwrap().0, 405);
     assert_eq!(c.send("GET", "/nothing", &[], vec![]).await.unwrap().0, 404);
     assert_eq!(c.send("GET", "/healthz", &[], vec![]).await.unwrap().0, 200);
@@ -436,7 +436,6 @@ async fn certificates_are_reloaded_when_the_files_change() {
     wh.tls = inframind::client::tls_config(&first.ca_cert).unwrap();
     assert_eq!(
         wh.connect()
-            .await
             .send("GET", "/healthz", &[], vec![])
             .await
             .unwrap()
@@ -447,10 +446,12 @@ async fn certificates_are_reloaded_when_the_files_change() {
     let second = tls::self_signed(&names).unwrap();
     install(&second, 2);
     let new_trust = inframind::client::tls_config(&second.ca_cert).unwrap();
+    let healthz = format!("https://localhost:{}/healthz", addr.port());
     let mut reloaded = false;
     for _ in 0..100 {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        if inframind::client::Connection::tls(addr, "localhost", new_trust.clone())
+        if Client::with_tls(new_trust.clone())
+            .request("GET", &healthz, &[], vec![])
             .await
             .is_ok()
         {
@@ -460,14 +461,14 @@ async fn certificates_are_reloaded_when_the_files_change() {
     }
     assert!(reloaded, "the new certificate was never served");
     assert!(store.reloads() >= 1);
-    // A fresh config (no session to resume) that trusts only the old CA no longer verifies.
+    // A fresh client and config (no pooled connection, no session to resume) that trusts only
+    // the old CA no longer verifies.
     let old_trust = inframind::client::tls_config(&first.ca_cert).unwrap();
-    assert!(
-        inframind::client::Connection::tls(addr, "localhost", old_trust)
-            .await
-            .is_err(),
-        "the old CA no longer verifies"
-    );
+    let err = Client::with_tls(old_trust)
+        .request("GET", &healthz, &[], vec![])
+        .await
+        .expect_err("the old CA no longer verifies");
+    assert!(matches!(err, ClientError::Tls { .. }), "{err}");
     watcher.abort();
     server.abort();
 }
@@ -590,8 +591,16 @@ async fn a_client_that_does_not_trust_the_ca_is_refused() {
     .await;
     let other = inframind::serving::tls::self_signed(&["localhost".to_string()]).unwrap();
     let wrong = inframind::client::tls_config(&other.ca_cert).unwrap();
-    let r = inframind::client::Connection::tls(wh.addr, "localhost", wrong).await;
-    assert!(r.is_err(), "handshake must fail with an untrusted CA");
+    let err = Client::with_tls(wrong)
+        .request(
+            "GET",
+            &format!("https://localhost:{}/healthz", wh.addr.port()),
+            &[],
+            vec![],
+        )
+        .await
+        .expect_err("handshake must fail with an untrusted CA");
+    assert!(matches!(err, ClientError::Tls { .. }), "{err}");
 }
 
 #[tokio::test]

@@ -59,6 +59,10 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s-controller" (include "inframind.fullname" .) }}
 {{- end }}
 
+{{- define "inframind.training.fullname" -}}
+{{- printf "%s-training" (include "inframind.fullname" .) }}
+{{- end }}
+
 {{- define "inframind.api.fullname" -}}
 {{- printf "%s-api" (include "inframind.fullname" .) }}
 {{- end }}
@@ -84,12 +88,42 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
+{{/* The training Jobs' ServiceAccount; never "default" or the controller's. */}}
+{{- define "inframind.training.serviceAccountName" -}}
+{{- default (include "inframind.training.fullname" .) .Values.serviceAccount.training.name }}
+{{- end }}
+
+{{/*
+Which other images and ServiceAccounts a TrainingJob may choose for its Job (the controller
+enforces them; the API refuses POST /v1/train specs outside them).
+*/}}
+{{- define "inframind.jobPolicyEnv" -}}
+{{- if and .Values.controller.enabled .Values.controller.batchJobs }}
+{{- with .Values.controller.allowedJobImages }}
+- name: INFRAMIND_JOB_ALLOWED_IMAGES
+  value: {{ join "," . | quote }}
+{{- end }}
+{{- with .Values.controller.allowedJobServiceAccounts }}
+- name: INFRAMIND_JOB_ALLOWED_SERVICE_ACCOUNTS
+  value: {{ join "," . | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{- define "inframind.api.serviceAccountName" -}}
 {{- if .Values.serviceAccount.api.create }}
 {{- default (include "inframind.api.fullname" .) .Values.serviceAccount.api.name }}
 {{- else }}
 {{- default "default" .Values.serviceAccount.api.name }}
 {{- end }}
+{{- end }}
+
+{{/*
+CEL for the webhook's matchConditions: the pod is not opted out with the annotation
+inframind.io/skip=true (case-insensitive, as src/admission reads it: contract::SKIP_ANNOTATION).
+*/}}
+{{- define "inframind.notOptedOut" -}}
+!has(object.metadata.annotations) || !('inframind.io/skip' in object.metadata.annotations) || object.metadata.annotations['inframind.io/skip'].lowerAscii() != 'true'
 {{- end }}
 
 {{/* The API's base URL inside the cluster: what `inframind report --endpoint` is given. */}}
@@ -239,6 +273,12 @@ Call with (dict "ctx" $ "component" "webhook" "mode" "soft" "affinity" $extra).
 {{- end }}
 {{- if gt (int $b.minConcurrency) (int $b.maxConcurrency) }}
 {{- fail (printf "optimizer.bounds: minConcurrency (%v) is above maxConcurrency (%v)" $b.minConcurrency $b.maxConcurrency) }}
+{{- end }}
+{{- if and .Values.webhook.hostNetwork .Values.createNamespace }}
+{{- fail "webhook.hostNetwork cannot be combined with createNamespace: the Namespace enforces the restricted Pod Security Standard, which forbids hostNetwork" }}
+{{- end }}
+{{- if and .Values.webhook.hostNetwork (has (int .Values.webhook.port) (list 10250 10256)) }}
+{{- fail (printf "webhook.port %d is the kubelet's or kube-proxy's own port on every node; with webhook.hostNetwork choose another" (int .Values.webhook.port)) }}
 {{- end }}
 {{- $api := .Values.api -}}
 {{- if $api.enabled }}
