@@ -223,6 +223,13 @@ pub struct ExplainArgs {
     /// How many features to show.
     #[arg(long, default_value_t = 10)]
     pub top: usize,
+    /// Also show how the predicted duration of this pipeline's next build moves with concurrency
+    /// and cpu around its last config (a table, and an SVG written to --plot).
+    #[arg(long)]
+    pub pipeline: Option<String>,
+    /// Where the duration-vs-config SVG goes (default `explain-<pipeline>.svg`).
+    #[arg(long, requires = "pipeline")]
+    pub plot: Option<PathBuf>,
     /// Output format.
     #[arg(short, long, value_enum, default_value_t)]
     pub output: Output,
@@ -284,7 +291,7 @@ pub async fn run(global: &Global, command: Command) -> anyhow::Result<()> {
         Command::Ingest(a) => ingest(global, a).await,
         Command::Train(a) => train(global, a).await,
         Command::Models(cmd) => models(global, cmd).await,
-        Command::Explain(a) => explain(global, a),
+        Command::Explain(a) => explain(global, a).await,
         Command::Savings(a) => savings(global, a).await,
         Command::Simulate(a) => simulate(a),
         Command::Quickstart(a) => quickstart(global, a).await,
@@ -435,9 +442,11 @@ async fn train(global: &Global, a: TrainArgs) -> anyhow::Result<()> {
     }
     let store = connect(global).await?;
     let registry = open_registry(global).await?;
-    let meta = train_with_progress(global, &store, &a.options.spec()).await?;
+    let spec = a.options.spec();
+    let meta = train_with_progress(global, &store, &spec).await?;
     let (model, meta) = registry.dir().load(&meta.version)?;
     registry.publish(&model, &meta).await?;
+    let plot = write_holdout_plot(&store, registry.dir(), &model, &meta, &spec).await;
     let previous = if a.promote {
         registry.promote(&meta.version).await?
     } else {
@@ -458,6 +467,10 @@ async fn train(global: &Global, a: TrainArgs) -> anyhow::Result<()> {
         )?,
         Output::Table => {
             print_metrics(&meta);
+            match &plot {
+                Ok(path) => println!("predicted vs actual on the holdout: {}", path.display()),
+                Err(e) => eprintln!("warning: no holdout plot: {e:#}"),
+            }
             if a.promote {
                 println!(
                     "promoted {} (previous: {})",
@@ -468,6 +481,31 @@ async fn train(global: &Global, a: TrainArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Writes `<version>.svg` next to the artifact: the served split's holdout, predicted against
+/// actual (the window is read again; it matches the trained one unless runs arrived meanwhile).
+async fn write_holdout_plot(
+    store: &Store,
+    dir: &ModelDir,
+    model: &crate::model::Model,
+    meta: &ModelMeta,
+    spec: &TrainingSpec,
+) -> anyhow::Result<PathBuf> {
+    let (warmup, window) = crate::training::load_training_data(store, spec).await?;
+    let pairs = crate::training::holdout_pairs(model, meta, &warmup, &window, spec);
+    let title = format!(
+        "{}: predicted vs actual on the {:?} holdout (MAE {:.1}s, R² {:.3})",
+        meta.version,
+        meta.split,
+        meta.metrics().mae_s,
+        meta.metrics().r2
+    );
+    let chart = crate::plots::predicted_vs_actual(&title, &pairs);
+    let svg = crate::plots::svg(&chart, (720, 720))?;
+    let path = dir.path().join(format!("{}.svg", meta.version));
+    std::fs::write(&path, svg).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
 }
 
 async fn models(global: &Global, cmd: ModelsCommand) -> anyhow::Result<()> {
@@ -516,29 +554,139 @@ async fn models(global: &Global, cmd: ModelsCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn explain(global: &Global, a: ExplainArgs) -> anyhow::Result<()> {
+async fn explain(global: &Global, a: ExplainArgs) -> anyhow::Result<()> {
     let dir = ModelDir::new(&global.models_dir);
-    let meta = match a.version {
-        Some(v) => dir.load(&v)?.1,
+    let (model, meta) = match &a.version {
+        Some(v) => dir.load(v)?,
         None => match dir.latest_valid()? {
-            Some((_, m)) => m,
+            Some(found) => found,
             None => bail!(
                 "no valid model in {}: run `inframind train` first",
                 global.models_dir.display()
             ),
         },
     };
+    let curves = match &a.pipeline {
+        Some(p) => Some(explain_curves(global, &model, p).await?),
+        None => None,
+    };
+    let plot = match (&a.pipeline, &curves) {
+        (Some(p), Some(c)) => {
+            let path = a.plot.clone().unwrap_or_else(|| {
+                PathBuf::from(format!("explain-{}.svg", p.replace(['/', ' '], "_")))
+            });
+            let svg = crate::plots::svg(&curves_chart(p, c), (720, 480))?;
+            std::fs::write(&path, svg).with_context(|| format!("writing {}", path.display()))?;
+            Some(path)
+        }
+        _ => None,
+    };
     match a.output {
         Output::Json | Output::Yaml => print_data(
             a.output,
-            &serde_json::json!({"version": meta.version, "importances": meta.importances.iter().take(a.top).collect::<Vec<_>>()}),
+            &serde_json::json!({"version": meta.version, "importances": meta.importances.iter().take(a.top).collect::<Vec<_>>(),
+                                "curves": curves, "plot": plot}),
         )?,
         Output::Table => {
             print_metrics(&meta);
             print_importances(&meta, a.top);
+            if let (Some(c), Some(path)) = (&curves, &plot) {
+                print_curves(c);
+                println!("plot: {}", path.display());
+            }
         }
     }
     Ok(())
+}
+
+/// The duration-vs-concurrency and duration-vs-cpu curves of `pipeline`'s next build on the
+/// branch, image and node of its last successful build, around that build's config.
+async fn explain_curves(
+    global: &Global,
+    model: &crate::model::Model,
+    pipeline: &str,
+) -> anyhow::Result<Vec<crate::partial_dependence::Curve>> {
+    use crate::partial_dependence::{curve, default_values, Knob};
+    let store = connect(global).await?;
+    let runs = store
+        .recent_runs(pipeline, crate::stats::STATS_WINDOW)
+        .await?;
+    let Some(last) = runs.iter().rev().find(|r| r.success) else {
+        bail!("pipeline {pipeline} has no successful build to start from");
+    };
+    if !model.encodings.knows_pipeline(pipeline) {
+        eprintln!(
+            "warning: model {} has not seen pipeline {pipeline}: its curves are generic",
+            model.version
+        );
+    }
+    let ctx = BuildContext {
+        pipeline: pipeline.to_string(),
+        branch: last.branch.clone(),
+        image: last.image.clone(),
+        node: last.node.clone(),
+    };
+    let base = last.config();
+    let now = Utc::now();
+    Ok([Knob::Concurrency, Knob::Cpu]
+        .into_iter()
+        .map(|k| curve(model, &runs, &ctx, base, k, &default_values(k, &base), now))
+        .collect())
+}
+
+fn curves_chart(
+    pipeline: &str,
+    curves: &[crate::partial_dependence::Curve],
+) -> crate::plots::Chart {
+    let colors = [(31, 119, 180), (214, 39, 40)];
+    crate::plots::Chart {
+        title: format!(
+            "{pipeline}: predicted duration around {}",
+            describe(&curves[0].baseline)
+        ),
+        x_label: "concurrency (jobs) or cpu (vCPU), the other knobs at the baseline".into(),
+        y_label: "predicted duration (s)".into(),
+        x_is_days: false,
+        diagonal: false,
+        series: curves
+            .iter()
+            .zip(colors)
+            .map(|(c, color)| crate::plots::Series {
+                name: format!("vs {}", c.knob.as_str()),
+                color,
+                mark: crate::plots::Mark::Line,
+                points: c.points.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn print_curves(curves: &[crate::partial_dependence::Curve]) {
+    println!(
+        "predicted duration around {} (other knobs held):",
+        describe(&curves[0].baseline)
+    );
+    let header: String = curves
+        .iter()
+        .map(|c| format!(" {:>14}", format!("vs {}", c.knob.as_str())))
+        .collect();
+    println!("  {:>6}{header}", "value");
+    let n = curves.iter().map(|c| c.points.len()).max().unwrap_or(0);
+    for i in 0..n {
+        let value = curves
+            .iter()
+            .find_map(|c| c.points.get(i).map(|p| p.0))
+            .unwrap_or_default();
+        let cells: String = curves
+            .iter()
+            .map(|c| {
+                c.points
+                    .get(i)
+                    .map_or_else(|| format!(" {:>14}", "-"), |p| format!(" {:>13.0}s", p.1))
+            })
+            .collect();
+        println!("  {value:>6}{cells}");
+    }
 }
 
 async fn savings(global: &Global, a: SavingsArgs) -> anyhow::Result<()> {

@@ -200,3 +200,61 @@ async fn dashboard_pages_sit_behind_the_login_and_render_without_script() {
     let out = api.get("/logout", &with_cookie).await;
     assert!(header(&out, "set-cookie").contains("Max-Age=0"));
 }
+
+/// The real binary: a simulated week with a holdout, `savings` in all three formats, the
+/// holdout plot `train` writes and the curves `explain --pipeline` writes.
+#[test]
+fn the_cli_reports_savings_and_writes_its_plots() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_inframind"))
+            .args(args)
+            .current_dir(dir.path())
+            .env(
+                "INFRAMIND_DATABASE_URL",
+                format!("sqlite://{}", dir.path().join("im.db").display()),
+            )
+            .env("INFRAMIND_MODELS_DIR", dir.path().join("models"))
+            .env_remove("INFRAMIND_REDIS_URL")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{args:?}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    run(&["simulate", "--holdout-rate", "0.2", "--out", "week.jsonl"]);
+    run(&["ingest", "--strict", "week.jsonl"]);
+    let json: Value = serde_json::from_str(&run(&["savings", "-o", "json"])).unwrap();
+    let ci = &json["total"]["effect"]["median_saved_s"];
+    assert!(ci["low"].as_f64().unwrap() > 0.0, "{json}");
+    let yaml: Value = serde_yaml::from_str(&run(&["savings", "--output", "yaml"])).unwrap();
+    assert_eq!(yaml["total"]["holdout"], json["total"]["holdout"]);
+    let table = run(&["savings", "--pipeline", "acme/web"]);
+    assert!(
+        table.contains("acme/web") && table.contains("95% CI")
+            || table.contains("not enough data yet"),
+        "{table}"
+    );
+
+    let trained = run(&["train", "--trees", "20"]);
+    let svg = std::fs::read_dir(dir.path().join("models"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .find(|e| e.path().extension().is_some_and(|x| x == "svg"))
+        .expect("train wrote model_v….svg next to the artifact");
+    let text = std::fs::read_to_string(svg.path()).unwrap();
+    assert!(text.contains("predicted = actual") && text.matches("<circle").count() > 20);
+    assert!(trained.contains("predicted vs actual"), "{trained}");
+
+    let explained = run(&["explain", "--pipeline", "acme/api", "--plot", "pd.svg"]);
+    assert!(
+        explained.contains("vs concurrency") && explained.contains("vs cpu"),
+        "{explained}"
+    );
+    let pd = std::fs::read_to_string(dir.path().join("pd.svg")).unwrap();
+    assert!(pd.contains("<polyline") && pd.contains("vs cpu"));
+}
