@@ -179,6 +179,8 @@ pub struct ApiState {
     pub prices: crate::savings::Prices,
     /// Where model versions are (the dashboard's models page); none: the page lists nothing.
     pub models_dir: Option<ModelDir>,
+    /// The API's own metrics (`/metrics`).
+    pub metrics: Arc<crate::api_metrics::ApiMetrics>,
 }
 
 impl ApiState {
@@ -205,6 +207,7 @@ impl ApiState {
             ready: std::sync::atomic::AtomicBool::new(true),
             prices: crate::savings::Prices::default(),
             models_dir: None,
+            metrics: Arc::new(crate::api_metrics::ApiMetrics::new()),
         }
     }
 
@@ -529,6 +532,16 @@ pub fn routes(
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone {
     let max = state.max_body;
     let dashboard = crate::dashboard::routes(state.clone());
+    let metrics = state.metrics.clone();
+    let metrics_page = warp::path!("metrics").and(warp::get()).map(move || {
+        warp::reply::with_header(
+            metrics.render(),
+            "content-type",
+            crate::api_metrics::CONTENT_TYPE,
+        )
+        .into_response()
+    });
+    let observed = state.metrics.clone();
     let with_state = warp::any().map(move || state.clone());
     let auth = with_state
         .clone()
@@ -607,6 +620,8 @@ pub fn routes(
         .unify()
         .or(dashboard)
         .unify()
+        .or(metrics_page)
+        .unify()
         .recover(|rej: warp::Rejection| async move {
             let resp = if rej.find::<crate::dashboard::NotSignedIn>().is_some() {
                 crate::dashboard::to_login()
@@ -625,6 +640,14 @@ pub fn routes(
             Ok::<_, std::convert::Infallible>(resp)
         })
         .unify()
+        .with(warp::log::custom(move |info| {
+            observed.observe(
+                info.path(),
+                info.status().as_u16(),
+                info.elapsed().as_secs_f64(),
+            )
+        }))
+        .map(Reply::into_response)
 }
 
 /// A refusal carrying its response (authentication, body limits).

@@ -5,6 +5,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod api_metrics;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -153,12 +153,8 @@ pub fn routes(
         .and(with_state)
         .map(|s: Arc<AppState>| {
             let text = s.metrics.render(&s.live, s.certs.reloads());
-            warp::reply::with_header(
-                text,
-                "content-type",
-                "text/plain; version=0.0.4; charset=utf-8",
-            )
-            .into_response()
+            warp::reply::with_header(text, "content-type", super::metrics::CONTENT_TYPE)
+                .into_response()
         });
     mutate
         .or(healthz)

@@ -199,6 +199,16 @@ async fn dashboard_pages_sit_behind_the_login_and_render_without_script() {
     );
     let out = api.get("/logout", &with_cookie).await;
     assert!(header(&out, "set-cookie").contains("Max-Age=0"));
+    // The API exports its own metrics, counted by route (never by pipeline name).
+    let m = api.get("/metrics", &[]).await;
+    assert_eq!(m.status, 200);
+    assert!(header(&m, "content-type").starts_with("application/openmetrics-text"));
+    let text = String::from_utf8_lossy(&m.body);
+    assert!(
+        text.contains("inframind_api_requests_total{route=\"/pipelines\",status=\"200\"} 1"),
+        "{text}"
+    );
+    assert!(!text.contains("acme"));
 }
 
 /// The real binary: a simulated week with a holdout, `savings` in all three formats, the
