@@ -35,7 +35,6 @@ use warp::{Filter, Reply};
 use crate::config::{DrainSettings, Global, OptimizerSettings};
 use crate::controller::crd::{TrainingJob, TrainingJobSpec, TrainingJobStatus};
 use crate::controller::job::JobPolicy;
-use crate::model::ModelDir;
 use crate::optimizer::recommender::Recommender;
 use crate::optimizer::Optimizer;
 use crate::registry::{live, LiveModel, WatchConfig};
@@ -178,7 +177,7 @@ pub struct ApiState {
     /// Prices the savings report costs builds at (the optimizer's cost-objective prices).
     pub prices: crate::savings::Prices,
     /// Where model versions are (the dashboard's models page); none: the page lists nothing.
-    pub models_dir: Option<ModelDir>,
+    pub models_dir: Option<crate::model::ModelDir>,
     /// The API's own metrics (`/metrics`).
     pub metrics: Arc<crate::api_metrics::ApiMetrics>,
 }
@@ -685,7 +684,8 @@ pub fn in_process_training(global: &Global) -> anyhow::Result<crate::controller:
     );
     let client =
         kube::Client::try_from(config).context("building a placeholder Kubernetes client")?;
-    let settings = crate::controller::Settings::from_global(global, "inframind-api");
+    let mut settings = crate::controller::Settings::from_global(global, "inframind-api");
+    settings.model_keys = global.model_keys()?;
     Ok(crate::controller::Context::new(
         client,
         settings,
@@ -708,7 +708,7 @@ pub async fn run(global: &Global, args: ApiArgs) -> anyhow::Result<()> {
     }
     let live = Arc::new(LiveModel::new());
     let watch = WatchConfig {
-        dir: ModelDir::new(&global.models_dir),
+        dir: global.model_dir()?,
         redis_url: global.redis_url.clone(),
         prefix: global.redis_prefix.clone(),
         poll: Duration::from_secs(5),
@@ -749,7 +749,7 @@ pub async fn run(global: &Global, args: ApiArgs) -> anyhow::Result<()> {
     )
     .with_job_policy(job_policy);
     state.prices = crate::savings::Prices::from_optimizer(&args.optimizer);
-    state.models_dir = Some(ModelDir::new(&global.models_dir));
+    state.models_dir = Some(global.model_dir()?);
     let state = Arc::new(state);
     let server = spawn(args.listen, tls, state.clone()).await?;
     tracing::info!(addr = %server.addr(), "InfraMind API serving");

@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub use crate::config::{Global, LogFormat, OptimizerSettings};
 use crate::evaluation::Split;
 use crate::forest::ForestParams;
-use crate::model::{ModelDir, ModelMeta};
+use crate::model::ModelMeta;
 use crate::optimizer::recommender::Recommender;
 use crate::optimizer::{describe, Decision, Optimizer, OptimizerConfig};
 use crate::registry::Registry;
@@ -58,6 +58,9 @@ pub enum Command {
     Savings(SavingsArgs),
     /// Write simulated build telemetry to a file (JSON lines or CSV).
     Simulate(SimulateArgs),
+    /// Work with the feature matrix training sees.
+    #[command(subcommand)]
+    Features(FeaturesCommand),
     /// The whole loop on the embedded default: simulate, ingest, train, evaluate, recommend.
     Quickstart(QuickstartArgs),
     /// Recommend a config for a pipeline with the store's stats and the active model.
@@ -269,6 +272,29 @@ pub struct SimulateArgs {
     /// requested and tagged holdout, as the webhook's `--holdout-rate` does.
     #[arg(long)]
     pub holdout_rate: Option<f64>,
+    /// A CI-like history: overlapping builds of a pipeline, pods without a branch or a node
+    /// selector.
+    #[arg(long)]
+    pub ci: bool,
+}
+
+/// `features` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum FeaturesCommand {
+    /// Write the honest feature matrix (admission-time features, label, holdout membership)
+    /// of the runs `train` would use, as CSV.
+    Export(FeaturesExportArgs),
+}
+
+/// `features export` arguments.
+#[derive(Debug, Args)]
+pub struct FeaturesExportArgs {
+    /// Which runs and which splits (as for `train`).
+    #[command(flatten)]
+    pub options: TrainOptions,
+    /// Output CSV file.
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 /// `quickstart` arguments.
@@ -294,6 +320,7 @@ pub async fn run(global: &Global, command: Command) -> anyhow::Result<()> {
         Command::Explain(a) => explain(global, a).await,
         Command::Savings(a) => savings(global, a).await,
         Command::Simulate(a) => simulate(a),
+        Command::Features(FeaturesCommand::Export(a)) => export_features(global, a).await,
         Command::Quickstart(a) => quickstart(global, a).await,
         Command::Recommend(a) => recommend(global, *a).await,
         Command::Controller(a) => crate::controller::run(global, a).await,
@@ -386,7 +413,7 @@ async fn train_with_progress(
     store: &Store,
     spec: &TrainingSpec,
 ) -> anyhow::Result<ModelMeta> {
-    let dir = ModelDir::new(&global.models_dir);
+    let dir = global.model_dir()?;
     let bar = progress_bar();
     let b = bar.clone();
     let result = train_and_save(store, &dir, spec, Utc::now(), &mut move |stage| {
@@ -394,7 +421,12 @@ async fn train_with_progress(
         b.set_message(match stage {
             Stage::Features { rows } => format!("built features for {rows} runs"),
             Stage::Fitting(s) => format!("fitting on the {s:?} split"),
-            Stage::Evaluated(s, m) => format!("{s:?} holdout: MAE {:.1}s R² {:.3}", m.mae_s, m.r2),
+            Stage::Evaluated(s, m) => format!(
+                "{s:?} holdout: MAE {:.1}s R² {:.3} rank {}",
+                m.mae_s,
+                m.r2,
+                rank_text(&m)
+            ),
         });
     })
     .await;
@@ -412,10 +444,21 @@ fn print_metrics(meta: &ModelMeta) {
         ("temporal (newest 20%)", &meta.temporal_holdout),
     ] {
         println!(
-            "  {name:<22} MAE {:>7.2}s   R² {:.3}   ({} train / {} test)",
-            m.mae_s, m.r2, m.train_rows, m.test_rows
+            "  {name:<22} MAE {:>7.2}s   R² {:.3}   rank accuracy {} ({} pairs)   ({} train / {} test)",
+            m.mae_s,
+            m.r2,
+            rank_text(m),
+            m.rank_pairs,
+            m.train_rows,
+            m.test_rows
         );
     }
+}
+
+/// Rank accuracy as text (`-` when the holdout had no pair to rank).
+fn rank_text(m: &crate::evaluation::Metrics) -> String {
+    m.rank_accuracy
+        .map_or_else(|| "-".into(), |v| format!("{v:.3}"))
 }
 
 fn print_importances(meta: &ModelMeta, top: usize) {
@@ -428,7 +471,7 @@ fn print_importances(meta: &ModelMeta, top: usize) {
 /// Opens the registry the global settings describe.
 pub async fn open_registry(global: &Global) -> anyhow::Result<Registry> {
     Registry::open(
-        ModelDir::new(&global.models_dir),
+        global.model_dir()?,
         global.redis_url.as_deref(),
         &global.redis_prefix,
     )
@@ -487,7 +530,7 @@ async fn train(global: &Global, a: TrainArgs) -> anyhow::Result<()> {
 /// actual (the window is read again; it matches the trained one unless runs arrived meanwhile).
 async fn write_holdout_plot(
     store: &Store,
-    dir: &ModelDir,
+    dir: &crate::model::ModelDir,
     model: &crate::model::Model,
     meta: &ModelMeta,
     spec: &TrainingSpec,
@@ -520,17 +563,18 @@ async fn models(global: &Global, cmd: ModelsCommand) -> anyhow::Result<()> {
                         println!("no models yet");
                     }
                     println!(
-                        "  {:<28} {:>9} {:>7} {:>7} {:>25}",
-                        "VERSION", "MAE(s)", "R2", "ROWS", "CREATED"
+                        "  {:<28} {:>9} {:>7} {:>7} {:>7} {:>25}",
+                        "VERSION", "MAE(s)", "R2", "RANK", "ROWS", "CREATED"
                     );
                     for l in listed {
                         let m = &l.meta;
                         let mark = if l.active { '*' } else { ' ' };
                         println!(
-                            "{mark} {:<28} {:>9.2} {:>7.3} {:>7} {:>25}",
+                            "{mark} {:<28} {:>9.2} {:>7.3} {:>7} {:>7} {:>25}",
                             m.version,
                             m.metrics().mae_s,
                             m.metrics().r2,
+                            rank_text(m.metrics()),
                             m.window.rows,
                             m.created_at.to_rfc3339()
                         );
@@ -555,7 +599,7 @@ async fn models(global: &Global, cmd: ModelsCommand) -> anyhow::Result<()> {
 }
 
 async fn explain(global: &Global, a: ExplainArgs) -> anyhow::Result<()> {
-    let dir = ModelDir::new(&global.models_dir);
+    let dir = global.model_dir()?;
     let (model, meta) = match &a.version {
         Some(v) => dir.load(v)?,
         None => match dir.latest_valid()? {
@@ -705,6 +749,50 @@ async fn savings(global: &Global, a: SavingsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `features export`: one row per training row, in training order: `row`, `started_at_ms`,
+/// the features, `duration_s`, and whether the row is in the random and temporal holdouts.
+async fn export_features(global: &Global, a: FeaturesExportArgs) -> anyhow::Result<()> {
+    let store = connect(global).await?;
+    let spec = a.options.spec();
+    let (warmup, window) = crate::training::load_training_data(&store, &spec).await?;
+    let enc = crate::features::Encodings::fit(&window);
+    let data = crate::features::build_dataset(&enc, &warmup, &window);
+    let holdout = |split| {
+        let (_, test) = crate::evaluation::split_indices(
+            &data.started_at,
+            split,
+            spec.test_fraction,
+            spec.params.seed,
+        );
+        let mut mark = vec![false; data.len()];
+        for i in test {
+            mark[i] = true;
+        }
+        mark
+    };
+    let (random, temporal) = (holdout(Split::Random), holdout(Split::Temporal));
+    let mut w =
+        csv::Writer::from_path(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let mut header = vec!["row".to_string(), "started_at_ms".to_string()];
+    header.extend(crate::features::FEATURE_NAMES.iter().map(|s| s.to_string()));
+    header.extend(["duration_s", "random_holdout", "temporal_holdout"].map(String::from));
+    w.write_record(&header)?;
+    for i in 0..data.len() {
+        let mut rec = vec![
+            i.to_string(),
+            data.started_at[i].timestamp_millis().to_string(),
+        ];
+        rec.extend(data.row(i).iter().map(|v| v.to_string()));
+        rec.push(data.y[i].to_string());
+        rec.push(u8::from(random[i]).to_string());
+        rec.push(u8::from(temporal[i]).to_string());
+        w.write_record(&rec)?;
+    }
+    w.flush()?;
+    println!("wrote {} feature rows to {}", data.len(), a.out.display());
+    Ok(())
+}
+
 fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
     let runs = match a.holdout_rate {
         Some(rate) => {
@@ -715,6 +803,7 @@ fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
                 .map(|r| r.record)
                 .collect()
         }
+        None if a.ci => crate::simulate::ci_runs(a.runs, Utc::now(), a.seed),
         None => crate::simulate::demo_runs(a.runs, Utc::now(), a.seed),
     };
     let ext = a.out.extension().and_then(|e| e.to_str()).unwrap_or("");

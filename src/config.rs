@@ -56,9 +56,30 @@ pub struct Global {
     /// Key prefix of the registry in Redis.
     #[arg(long, global = true, env = "INFRAMIND_REDIS_PREFIX", default_value = crate::registry::DEFAULT_PREFIX)]
     pub redis_prefix: String,
+    /// Ed25519 private key (PKCS#8 PEM or base64 seed) that signs the models this process trains (the trainer only).
+    #[arg(long, global = true, env = "INFRAMIND_MODEL_SIGNING_KEY_FILE")]
+    pub model_signing_key_file: Option<PathBuf>,
+    /// Ed25519 public key (SPKI PEM or base64) that every loaded model must be signed with; without it (and without a signing key) signatures are not checked.
+    #[arg(long, global = true, env = "INFRAMIND_MODEL_PUBLIC_KEY_FILE")]
+    pub model_public_key_file: Option<PathBuf>,
     /// Log format: human text or JSON lines (for clusters).
     #[arg(long, global = true, env = "INFRAMIND_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+impl Global {
+    /// The model signing and verifying keys these settings name.
+    pub fn model_keys(&self) -> Result<crate::signing::ModelKeys, crate::signing::KeyError> {
+        crate::signing::ModelKeys::load(
+            self.model_signing_key_file.as_deref(),
+            self.model_public_key_file.as_deref(),
+        )
+    }
+
+    /// The models directory with its keys.
+    pub fn model_dir(&self) -> Result<crate::model::ModelDir, crate::signing::KeyError> {
+        Ok(crate::model::ModelDir::new(&self.models_dir).with_keys(self.model_keys()?))
+    }
 }
 
 /// How logs are written.

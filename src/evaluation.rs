@@ -1,4 +1,9 @@
-//! Holdout splits and the metrics a model is judged by (MAE, R²).
+//! Holdout splits and the metrics a model is judged by: MAE, R² and rank accuracy.
+//!
+//! Rank accuracy judges the decisions the model is used for: the optimizer picks the config it
+//! predicts fastest for a build, so what matters is whether it orders configs of one pipeline
+//! correctly, not how much of the duration variance (dominated by cache state, which nothing
+//! at admission knows) it explains.
 
 use chrono::{DateTime, Utc};
 use rand::seq::SliceRandom;
@@ -59,6 +64,48 @@ pub fn r2(y: &[f64], pred: &[f64]) -> f64 {
     1.0 - ss_res / ss_tot
 }
 
+/// Durations closer than this fraction of the longer one are a tie: within the noise of
+/// repeating the same build, so no order between them is right or wrong.
+pub const RANK_TIE_FRACTION: f64 = 0.05;
+
+/// Pairwise ranking accuracy on holdout rows (row-major `features::N_FEATURES` columns) and the
+/// number of pairs judged. A pair is two rows of the same pipeline with different configs whose
+/// durations differ by more than [`RANK_TIE_FRACTION`]; it is right when the prediction orders
+/// them as they ran (a predicted tie counts half). `None` when there is no such pair.
+pub fn rank_accuracy(x: &[f64], y: &[f64], pred: &[f64]) -> (Option<f64>, usize) {
+    use crate::features::{N_FEATURES, PIPELINE_COLUMN};
+    let key = |i: usize| -> (f64, [f64; 3]) {
+        let r = &x[i * N_FEATURES..(i + 1) * N_FEATURES];
+        (r[PIPELINE_COLUMN], [r[4], r[5], r[6]])
+    };
+    let n = y.len().min(pred.len()).min(x.len() / N_FEATURES);
+    let (mut right, mut pairs) = (0.0, 0usize);
+    for i in 0..n {
+        let (pi, ci) = key(i);
+        for j in (i + 1)..n {
+            let (pj, cj) = key(j);
+            if pi != pj || ci == cj {
+                continue;
+            }
+            let (a, b) = (y[i], y[j]);
+            if (a - b).abs() <= RANK_TIE_FRACTION * a.abs().max(b.abs()) {
+                continue;
+            }
+            pairs += 1;
+            let truth = (a - b).signum();
+            let guess = pred[i] - pred[j];
+            right += if guess == 0.0 {
+                0.5
+            } else if guess.signum() == truth {
+                1.0
+            } else {
+                0.0
+            };
+        }
+    }
+    ((pairs > 0).then(|| right / pairs as f64), pairs)
+}
+
 /// A model's scores on one holdout.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Metrics {
@@ -66,6 +113,13 @@ pub struct Metrics {
     pub mae_s: f64,
     /// Coefficient of determination.
     pub r2: f64,
+    /// Pairwise ranking accuracy of configs within a pipeline ([`rank_accuracy`]); `None` when
+    /// the holdout has no such pair (and for models trained before it was measured).
+    #[serde(default)]
+    pub rank_accuracy: Option<f64>,
+    /// Pairs the rank accuracy was judged on.
+    #[serde(default)]
+    pub rank_pairs: usize,
     /// Rows trained on.
     pub train_rows: usize,
     /// Rows held out.
@@ -73,11 +127,14 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Scores predictions against labels.
-    pub fn score(y: &[f64], pred: &[f64], train_rows: usize) -> Metrics {
+    /// Scores predictions against labels (`x`: the holdout's feature rows, for ranking).
+    pub fn score(x: &[f64], y: &[f64], pred: &[f64], train_rows: usize) -> Metrics {
+        let (rank_accuracy, rank_pairs) = rank_accuracy(x, y, pred);
         Metrics {
             mae_s: mae(y, pred),
             r2: r2(y, pred),
+            rank_accuracy,
+            rank_pairs,
             train_rows,
             test_rows: y.len(),
         }
@@ -99,6 +156,42 @@ mod tests {
         assert_eq!(r2(&y, &y), 1.0);
         let mean = [2.5; 4];
         assert_eq!(r2(&y, &mean), 0.0);
+    }
+
+    fn row(pipeline: f64, cpu: f64) -> Vec<f64> {
+        let mut r = vec![0.0; crate::features::N_FEATURES];
+        r[0] = pipeline;
+        r[4] = cpu;
+        r[5] = 8.0;
+        r[6] = 4.0;
+        r
+    }
+
+    #[test]
+    fn rank_accuracy_counts_pairs_of_one_pipeline_with_different_configs() {
+        // Rows: p1 cpu 2 (100 s), p1 cpu 4 (60 s), p1 cpu 8 (50 s), p1 cpu 8 again (200 s),
+        // p2 cpu 2 (10 s), p1 cpu 6 (103 s: a tie with the first row).
+        let x: Vec<f64> = [
+            (1.0, 2.0),
+            (1.0, 4.0),
+            (1.0, 8.0),
+            (1.0, 8.0),
+            (2.0, 2.0),
+            (1.0, 6.0),
+        ]
+        .iter()
+        .flat_map(|&(p, c)| row(p, c))
+        .collect();
+        let y = [100.0, 60.0, 50.0, 200.0, 10.0, 103.0];
+        // Pairs: (0,1) (0,2) (0,3) (1,2) (1,3) (1,5) (2,5) (3,5); not (2,3) same config,
+        // not (0,5) a tie, nothing with p2.
+        let (acc, pairs) = rank_accuracy(&x, &y, &y);
+        assert_eq!((acc, pairs), (Some(1.0), 8));
+        let flat = [7.0; 6];
+        assert_eq!(rank_accuracy(&x, &y, &flat), (Some(0.5), 8));
+        let reversed: Vec<f64> = y.iter().map(|v| -v).collect();
+        assert_eq!(rank_accuracy(&x, &y, &reversed), (Some(0.0), 8));
+        assert_eq!(rank_accuracy(&row(1.0, 2.0), &[1.0], &[1.0]), (None, 0));
     }
 
     #[test]

@@ -1,13 +1,19 @@
 //! Feature schema, categorical encodings and the lagged history features.
 //!
 //! Train/serve parity: a training row's features are computed from a [`PipelineHistory`] that
-//! holds only the pipeline's successful runs strictly before that row, through the same
-//! [`context_features`] the webhook calls at admission time. A row's own peak RSS, steps, step
-//! duration or duration never become its features.
+//! holds only what admission could have known when that run started, through the same
+//! [`context_features`] the webhook calls at admission time. One definition of "known at t"
+//! ([`known_at`]) serves both sides: a run is history for another only if it *finished*
+//! (`started_at + duration_s`, in milliseconds) strictly before that run started. Builds of one
+//! pipeline overlap in CI; a run still building at admission has no duration yet. Among the
+//! known runs, the history keeps the [`HISTORY_LOOKBACK`] latest successful ones by
+//! `(started_at, run_id)`, the order the store's queries use, so equal start times break the
+//! same way everywhere. A row's own peak RSS, steps, step duration or duration never become its
+//! features.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::record::RunRecord;
@@ -18,6 +24,10 @@ pub const FEATURE_SCHEMA_VERSION: u32 = 1;
 
 /// Successful runs of a pipeline that the rolling history averages over.
 pub const HISTORY_WINDOW: usize = 20;
+
+/// Latest known successful runs of a pipeline the history looks at (the rolling window and the
+/// previous build of a branch): the same bound at training and at admission.
+pub const HISTORY_LOOKBACK: usize = 200;
 
 /// Value of a history feature that has no data yet (trees split it off cleanly).
 pub const MISSING: f64 = -1.0;
@@ -51,6 +61,9 @@ pub const FEATURE_NAMES: [&str; N_FEATURES] = [
 
 /// Number of features.
 pub const N_FEATURES: usize = 23;
+
+/// Column of the encoded pipeline (pairs for rank accuracy are formed within it).
+pub const PIPELINE_COLUMN: usize = 0;
 
 /// Columns that depend on the candidate config (filled per candidate by [`with_config`]).
 const CONFIG_COLUMNS: std::ops::Range<usize> = 4..9;
@@ -104,16 +117,35 @@ pub fn is_main_branch(branch: &str) -> bool {
     matches!(b, "main" | "master" | "trunk")
 }
 
-/// What was known about a pipeline before a build: its recent successful runs and, per branch,
-/// the most recent one (consecutive builds of a branch share cache state).
+/// When `run` finished: `started_at + duration_s`, to the millisecond (the store's resolution).
+pub fn finished_at(run: &RunRecord) -> DateTime<Utc> {
+    let ms = (run.duration_s * 1000.0).round();
+    let ms = if ms.is_finite() { ms as i64 } else { 0 };
+    run.started_at + Duration::milliseconds(ms.max(0))
+}
+
+/// The one definition of "known at `t`": `run` finished strictly before `t`.
+pub fn known_at(run: &RunRecord, t: DateTime<Utc>) -> bool {
+    finished_at(run) < t
+}
+
+/// The clock features are computed at: `now` floored to the minute. The webhook decides (and
+/// caches decisions) per minute; flooring here too makes the value independent of the caller.
+pub fn feature_clock(now: DateTime<Utc>) -> DateTime<Utc> {
+    let ms = now.timestamp_millis();
+    let floored = ms - ms.rem_euclid(60_000);
+    DateTime::from_timestamp_millis(floored).unwrap_or(now)
+}
+
+/// What was known about a pipeline before a build: its latest [`HISTORY_LOOKBACK`] known
+/// successful runs, ordered by `(started_at, run_id)`.
 #[derive(Debug, Clone, Default)]
 pub struct PipelineHistory {
-    recent: VecDeque<RunRecord>,
-    last_by_branch: HashMap<String, RunRecord>,
+    runs: BTreeMap<(DateTime<Utc>, String), RunRecord>,
 }
 
 impl PipelineHistory {
-    /// Builds the history from successful runs, oldest first.
+    /// Builds the history from known runs (any order; failed runs are ignored).
     pub fn from_runs<'a>(runs: impl IntoIterator<Item = &'a RunRecord>) -> PipelineHistory {
         let mut h = PipelineHistory::default();
         for r in runs {
@@ -122,42 +154,40 @@ impl PipelineHistory {
         h
     }
 
-    /// Records a run that finished; failed runs are ignored (their durations are truncated).
+    /// Records a run that became known; failed runs are ignored (their durations are truncated).
     pub fn push(&mut self, run: &RunRecord) {
         if !run.success {
             return;
         }
-        if self.recent.len() == HISTORY_WINDOW {
-            self.recent.pop_front();
+        self.runs
+            .insert((run.started_at, run.run_id.clone()), run.clone());
+        if self.runs.len() > HISTORY_LOOKBACK {
+            self.runs.pop_first();
         }
-        self.recent.push_back(run.clone());
-        match self.last_by_branch.get(&run.branch) {
-            Some(prev) if prev.started_at > run.started_at => {}
-            _ => {
-                self.last_by_branch.insert(run.branch.clone(), run.clone());
-            }
-        }
+    }
+
+    fn recent(&self) -> impl Iterator<Item = &RunRecord> {
+        self.runs.values().rev().take(HISTORY_WINDOW)
     }
 
     /// Number of runs in the rolling window.
     pub fn len(&self) -> usize {
-        self.recent.len()
+        self.runs.len().min(HISTORY_WINDOW)
     }
 
     /// Whether nothing is known yet.
     pub fn is_empty(&self) -> bool {
-        self.recent.is_empty()
+        self.runs.is_empty()
     }
 
-    /// The most recent successful run of `branch`.
+    /// The latest known successful run of `branch` within the lookback.
     pub fn last_of_branch(&self, branch: &str) -> Option<&RunRecord> {
-        self.last_by_branch.get(branch)
+        self.runs.values().rev().find(|r| r.branch == branch)
     }
 
     fn mean(&self, f: impl Fn(&RunRecord) -> Option<f64>) -> f64 {
         let (sum, n) = self
-            .recent
-            .iter()
+            .recent()
             .filter_map(f)
             .fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
         if n == 0 {
@@ -172,7 +202,9 @@ impl PipelineHistory {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BaseRow(pub [f64; N_FEATURES]);
 
-/// Everything but the config columns, from the context and what was known before `now`.
+/// Everything but the config columns, from the context and what was known before `now`
+/// (`history` must hold only runs [`known_at`] `now`; `prev_age_s` is measured from the
+/// previous build's end to [`feature_clock`]`(now)`).
 pub fn context_features(
     enc: &Encodings,
     history: &PipelineHistory,
@@ -203,7 +235,8 @@ pub fn context_features(
             f[19] = prev.cpu_req;
             f[20] = prev.mem_req_gb;
             f[21] = prev.concurrency as f64;
-            f[22] = ((now - prev.started_at).num_milliseconds() as f64 / 1000.0).max(0.0);
+            let age = feature_clock(now) - finished_at(prev);
+            f[22] = (age.num_milliseconds() as f64 / 1000.0).max(0.0);
         }
         None => f[17..23].fill(MISSING),
     }
@@ -262,30 +295,33 @@ impl Dataset {
 /// Builds training rows for `window` (successful runs, any order) with lagged history features.
 ///
 /// `warmup` holds earlier successful runs of the same pipelines (older than the window): they
-/// feed the history but are not rows themselves. Each row sees only runs that started before it.
+/// feed the history but are not rows themselves. Each row sees only runs [`known_at`] its start:
+/// runs become history at their end, and a run ending exactly when another starts is not yet
+/// known to it. Rows come out in `(started_at, run_id)` order.
 pub fn build_dataset(enc: &Encodings, warmup: &[RunRecord], window: &[RunRecord]) -> Dataset {
-    let mut all: Vec<(&RunRecord, bool)> = warmup
-        .iter()
-        .map(|r| (r, false))
-        .chain(window.iter().map(|r| (r, true)))
-        .collect();
-    all.sort_by(|a, b| {
-        a.0.started_at
-            .cmp(&b.0.started_at)
-            .then_with(|| a.0.run_id.cmp(&b.0.run_id))
-    });
+    // Events: a run's end makes it history (kind 1); a window run's start is a row (kind 0).
+    // At equal times starts come first, so "finished strictly before" holds.
+    let mut events: Vec<(DateTime<Utc>, u8, &str, &RunRecord)> = Vec::new();
+    for r in warmup.iter().chain(window).filter(|r| r.success) {
+        events.push((finished_at(r), 1, r.run_id.as_str(), r));
+    }
+    for r in window.iter().filter(|r| r.success) {
+        events.push((r.started_at, 0, r.run_id.as_str(), r));
+    }
+    events.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
     let mut histories: HashMap<&str, PipelineHistory> = HashMap::new();
     let mut d = Dataset::default();
-    for (run, is_row) in all {
+    for (_, kind, _, run) in events {
         let h = histories.entry(run.pipeline.as_str()).or_default();
-        if is_row && run.success {
-            let ctx = BuildContext::of_run(run);
-            let base = context_features(enc, h, &ctx, run.started_at);
-            d.x.extend_from_slice(&with_config(&base, &run.config()));
-            d.y.push(run.duration_s);
-            d.started_at.push(run.started_at);
+        if kind == 1 {
+            h.push(run);
+            continue;
         }
-        h.push(run);
+        let ctx = BuildContext::of_run(run);
+        let base = context_features(enc, h, &ctx, run.started_at);
+        d.x.extend_from_slice(&with_config(&base, &run.config()));
+        d.y.push(run.duration_s);
+        d.started_at.push(run.started_at);
     }
     d
 }
@@ -294,6 +330,9 @@ pub fn build_dataset(enc: &Encodings, warmup: &[RunRecord], window: &[RunRecord]
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    /// A whole minute, so that feature-clock flooring leaves the test's times alone.
+    const T0: i64 = 1_699_999_980;
 
     fn run(id: &str, branch: &str, minute: i64, duration: f64, rss: f64) -> RunRecord {
         RunRecord {
@@ -315,7 +354,7 @@ mod tests {
             success: true,
             retry_count: 0,
             oom_killed: false,
-            started_at: Utc.timestamp_opt(1_700_000_000 + minute * 60, 0).unwrap(),
+            started_at: Utc.timestamp_opt(T0 + minute * 60, 0).unwrap(),
             decision: None,
             predicted_duration_s: None,
         }
@@ -361,7 +400,8 @@ mod tests {
         assert_eq!(d.row(1)[10], 2.0);
         assert_eq!(d.row(1)[16], 100.0);
         assert_eq!(d.row(1)[17], 100.0);
-        assert_eq!(d.row(1)[22], 600.0);
+        // Age from a's end (100 s after it started) to b's start.
+        assert_eq!(d.row(1)[22], 500.0);
         // Third row: mean of a and b (not its own 8 GB); its branch is new, so no previous run.
         assert_eq!(d.row(2)[10], 3.0);
         assert_eq!(d.row(2)[16], 150.0);
@@ -370,10 +410,11 @@ mod tests {
 
     #[test]
     fn serving_features_equal_training_features() {
+        // One build a minute, each longer than a minute: builds overlap.
         let runs: Vec<_> = (0..30)
             .map(|i| {
                 run(
-                    &format!("r{i}"),
+                    &format!("r{i:02}"),
                     if i % 3 == 0 { "main" } else { "pr-1" },
                     i,
                     100.0 + i as f64,
@@ -383,11 +424,73 @@ mod tests {
             .collect();
         let enc = Encodings::fit(&runs);
         let d = build_dataset(&enc, &[], &runs);
-        // At admission of run 29, the webhook knows runs 0..29.
-        let h = PipelineHistory::from_runs(&runs[..29]);
+        // At admission of run 29, the webhook knows the runs that have finished.
         let last = &runs[29];
+        let known: Vec<_> = runs
+            .iter()
+            .filter(|r| known_at(r, last.started_at))
+            .collect();
+        assert_eq!(known.len(), 27, "runs 27 and 28 are still building");
+        let h = PipelineHistory::from_runs(known);
         let base = context_features(&enc, &h, &BuildContext::of_run(last), last.started_at);
         assert_eq!(with_config(&base, &last.config()).as_slice(), d.row(29));
+        // The previous build of pr-1 that the row sees is run 26, not 28 (still building).
+        assert_eq!(d.row(29)[17], 126.0);
+    }
+
+    #[test]
+    fn a_run_is_history_only_once_finished_and_ties_break_by_run_id() {
+        // b starts exactly when a ends: not yet known to b. c and d start at the same second.
+        let a = run("a", "main", 0, 60.0, 1.0);
+        let b = run("b", "main", 1, 600.0, 2.0);
+        let c = run("c", "main", 20, 10.0, 3.0);
+        let d = run("d", "main", 20, 10.0, 4.0);
+        let e = run("e", "main", 21, 10.0, 5.0);
+        let runs = vec![e.clone(), d.clone(), c.clone(), b.clone(), a.clone()];
+        let enc = Encodings::fit(&runs);
+        let ds = build_dataset(&enc, &[], &runs);
+        // Rows in (started_at, run_id) order: a, b, c, d, e.
+        assert_eq!(ds.row(1)[9], 0.0, "a ended exactly when b started");
+        assert_eq!(ds.row(2)[10], 1.5, "c knows a and b");
+        assert_eq!(
+            ds.row(3)[10],
+            1.5,
+            "d does not know c, which started with it"
+        );
+        assert_eq!(ds.row(4)[9], 4.0, "e knows a, b, c and d");
+        assert_eq!(ds.row(4)[17], 10.0);
+        // The latest of the tied pair by run_id is the previous build.
+        let h = PipelineHistory::from_runs([&c, &d]);
+        assert_eq!(
+            h.last_of_branch("main").map(|r| r.run_id.as_str()),
+            Some("d")
+        );
+    }
+
+    #[test]
+    fn the_history_keeps_the_latest_lookback_runs() {
+        let runs: Vec<_> = (0..(HISTORY_LOOKBACK as i64 + 5))
+            .map(|i| {
+                run(
+                    &format!("r{i:04}"),
+                    if i == 0 { "old" } else { "main" },
+                    i,
+                    1.0,
+                    1.0,
+                )
+            })
+            .collect();
+        let h = PipelineHistory::from_runs(runs.iter().rev());
+        assert_eq!(h.len(), HISTORY_WINDOW);
+        assert!(h.last_of_branch("old").is_none(), "beyond the lookback");
+        assert_eq!(h.last_of_branch("main").unwrap().run_id, "r0204");
+    }
+
+    #[test]
+    fn the_feature_clock_is_floored_to_the_minute() {
+        let t = Utc.timestamp_opt(T0 + 59, 999_000_000).unwrap();
+        assert_eq!(feature_clock(t), Utc.timestamp_opt(T0, 0).unwrap());
+        assert_eq!(feature_clock(feature_clock(t)), feature_clock(t));
     }
 
     #[test]

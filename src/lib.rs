@@ -26,6 +26,7 @@ pub mod registry;
 pub mod reporter;
 pub mod savings;
 pub mod serving;
+pub mod signing;
 pub mod simulate;
 pub mod stats;
 pub mod telemetry;

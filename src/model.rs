@@ -2,9 +2,10 @@
 //!
 //! Files: `model_vYYYYMMDD_HHMMSS.imf` (the forest, binary) and `model_vYYYYMMDD_HHMMSS.json`
 //! (metrics, hyperparameters, feature schema, encodings, training window, row counts and the
-//! artifact's SHA-256). The binary carries its own copy of everything prediction needs, so the
-//! checksum covers it; loading verifies checksum, format and feature schema before anything is
-//! used, so a truncated or altered file is refused whole.
+//! artifact's SHA-256 and, when the trainer holds a key, its Ed25519 signature). The binary
+//! carries its own copy of everything prediction needs, so checksum and signature cover it;
+//! loading verifies checksum, signature (see `signing.rs`), format and feature schema before
+//! anything is used, so a truncated, altered or forged file is refused whole.
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::evaluation::{Metrics, Split};
 use crate::features::{Encodings, FEATURE_NAMES, FEATURE_SCHEMA_VERSION, N_FEATURES};
 use crate::forest::{CompactForest, ForestParams, Node, TreeInfo};
+use crate::signing::{ModelKeys, Trust};
 
 /// Why an artifact or its metadata could not be read, written or trusted.
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +123,10 @@ pub struct ModelMeta {
     pub sha256: String,
     /// Artifact size in bytes.
     pub bytes: u64,
+    /// Ed25519 signature of the artifact bytes by the trainer's key, base64 (absent when the
+    /// trainer had no key: such an artifact loads only where no public key is configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 impl ModelMeta {
@@ -298,16 +304,32 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// A directory of versioned artifacts (`models/`).
+/// A directory of versioned artifacts (`models/`), with the keys that sign what is saved in
+/// it and verify what is loaded from it.
 #[derive(Debug, Clone)]
 pub struct ModelDir {
     dir: PathBuf,
+    keys: ModelKeys,
 }
 
 impl ModelDir {
-    /// The directory at `dir` (created on first save).
+    /// The directory at `dir` (created on first save), without keys: saves unsigned and loads
+    /// without checking signatures (quickstart and local use).
     pub fn new(dir: impl Into<PathBuf>) -> ModelDir {
-        ModelDir { dir: dir.into() }
+        ModelDir {
+            dir: dir.into(),
+            keys: ModelKeys::default(),
+        }
+    }
+
+    /// The same directory, signing and verifying with `keys`.
+    pub fn with_keys(self, keys: ModelKeys) -> ModelDir {
+        ModelDir { keys, ..self }
+    }
+
+    /// The signing and verifying keys.
+    pub fn keys(&self) -> &ModelKeys {
+        &self.keys
     }
 
     /// The directory path.
@@ -335,21 +357,29 @@ impl ModelDir {
         v
     }
 
-    /// Writes artifact and metadata (artifact first, each via a temp file and rename).
+    /// Serialises `model`, fills in checksum, size and (with a signing key) signature, and
+    /// writes artifact and metadata.
     pub fn save(&self, model: &Model, meta: &mut ModelMeta) -> Result<PathBuf> {
-        std::fs::create_dir_all(&self.dir).map_err(ModelError::io(format!(
-            "creating model directory {}",
-            self.dir.display()
-        )))?;
         let bytes = model.to_bytes();
         meta.artifact = format!("{}.{ARTIFACT_EXT}", model.version);
         meta.sha256 = sha256_hex(&bytes);
         meta.bytes = bytes.len() as u64;
-        write_atomic(&self.artifact_path(&model.version), &bytes)?;
+        meta.signature = self.keys.signer.as_ref().map(|s| s.sign(&bytes));
+        self.store(&bytes, meta)
+    }
+
+    /// Writes an artifact's bytes and metadata as they are (artifact first, each via a temp
+    /// file and rename): a replica's copy of what it fetched keeps the trainer's signature.
+    pub fn store(&self, bytes: &[u8], meta: &ModelMeta) -> Result<PathBuf> {
+        std::fs::create_dir_all(&self.dir).map_err(ModelError::io(format!(
+            "creating model directory {}",
+            self.dir.display()
+        )))?;
+        write_atomic(&self.artifact_path(&meta.version), bytes)?;
         let json = serde_json::to_vec_pretty(meta)
             .map_err(|e| ModelError::refused(self.meta_path(&meta.version), e.to_string()))?;
-        write_atomic(&self.meta_path(&model.version), &json)?;
-        Ok(self.meta_path(&model.version))
+        write_atomic(&self.meta_path(&meta.version), &json)?;
+        Ok(self.meta_path(&meta.version))
     }
 
     /// Reads one version's metadata.
@@ -368,24 +398,21 @@ impl ModelDir {
         Ok(meta)
     }
 
-    /// Loads and verifies one version (checksum, format, feature schema).
+    /// Loads and verifies one version (checksum, signature, format, feature schema).
     pub fn load(&self, version: &str) -> Result<(Model, ModelMeta)> {
         let meta = self.meta(version)?;
         let path = self.dir.join(&meta.artifact);
         let bytes =
             std::fs::read(&path).map_err(ModelError::io(format!("reading {}", path.display())))?;
-        let model = Model::from_bytes(&bytes, Some(&meta.sha256))
+        let model = verify(&bytes, &meta, &self.keys.trust)
             .map_err(|reason| ModelError::refused(&path, reason))?;
-        if model.version != meta.version {
-            return Err(ModelError::refused(
-                &path,
-                format!(
-                    "artifact says version {}, metadata says {}",
-                    model.version, meta.version
-                ),
-            ));
-        }
         Ok((model, meta))
+    }
+
+    /// Pins `version` as the one this directory serves (the local registry's pointer, and a
+    /// replica's record of the last active version it was given).
+    pub fn pin(&self, version: &str) -> Result<()> {
+        write_atomic(&self.dir.join(Self::ACTIVE_FILE), version.as_bytes())
     }
 
     /// All versions with readable metadata, oldest first.
@@ -452,6 +479,29 @@ impl ModelDir {
         }
         Ok(None)
     }
+}
+
+/// Checks `bytes` against `meta` and `trust` (checksum, then signature, before parsing anything)
+/// and parses them; the artifact must name the version its metadata names.
+pub fn verify(bytes: &[u8], meta: &ModelMeta, trust: &Trust) -> std::result::Result<Model, String> {
+    let actual = sha256_hex(bytes);
+    if !actual.eq_ignore_ascii_case(&meta.sha256) {
+        return Err(format!(
+            "checksum mismatch: expected sha256 {}, file has {actual}",
+            meta.sha256
+        ));
+    }
+    trust
+        .check(bytes, meta.signature.as_deref())
+        .map_err(|e| e.to_string())?;
+    let model = Model::from_bytes(bytes, None)?;
+    if model.version != meta.version {
+        return Err(format!(
+            "artifact says version {}, metadata says {}",
+            model.version, meta.version
+        ));
+    }
+    Ok(model)
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so readers never see half a file.

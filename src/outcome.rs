@@ -130,8 +130,11 @@ fn describe(
             .map(str::to_string)
             .or_else(|| container.image.clone())
             .unwrap_or_else(|| UNKNOWN.to_string()),
-        node: node_type
-            .or_else(|| annotation(pod, contract::NODE_TYPE))
+        // What admission knew (the pod's request, recorded by the webhook), not where the build
+        // landed: a model trained on the real instance type is asked about `unknown` at
+        // admission. The real type only stands in for a pod admitted without the annotation.
+        node: annotation(pod, contract::NODE_TYPE)
+            .or(node_type)
             .unwrap_or(UNKNOWN)
             .to_string(),
         cpu_req,
@@ -197,7 +200,8 @@ mod tests {
                 run.image.as_str(),
                 run.node.as_str()
             ),
-            ("acme/api", "main", "rust:1.82", "m5.2xlarge")
+            // The pod asked for no node type: where it ran (m5.2xlarge) is not what admission knew.
+            ("acme/api", "main", "rust:1.82", "unknown")
         );
         assert_eq!(
             (run.cpu_req, run.mem_req_gb, run.concurrency),

@@ -32,10 +32,15 @@ pub const KNOWN_FIELDS: &[&str] = &[
     "started_at",
     "decision",
     "predicted_duration_s",
+    "finished_at",
 ];
 
-/// Default branch when a row names none.
-pub const DEFAULT_BRANCH: &str = "main";
+/// Branch of a row that names none: what admission records for a pod that names none, so that
+/// training and admission see the same value (a build of unknown branch is not the main line).
+pub const DEFAULT_BRANCH: &str = UNKNOWN;
+/// How far past `now` a run may end before its timestamps are refused as wrong (clock skew is
+/// fine; unix milliseconds given as seconds are not).
+pub const FUTURE_TOLERANCE_HOURS: i64 = 24;
 /// Placeholder for an unknown image or node type.
 pub const UNKNOWN: &str = "unknown";
 
@@ -303,7 +308,11 @@ fn derived_run_id(row: &RawRow) -> String {
     uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, canonical.as_bytes()).to_string()
 }
 
-/// Validates one input row. `now` stands in for a missing `started_at`.
+/// Validates one input row at ingestion time `now`.
+///
+/// A missing `started_at` is derived from `finished_at − duration_s` when the source gives its
+/// end; otherwise the row is refused: the ingestion time would put a whole batch at one instant
+/// and misplace every run in the history later runs are trained on.
 pub fn validate_row(row: &RawRow, now: DateTime<Utc>) -> Result<RunRecord, FieldError> {
     let pipeline =
         text(row, "pipeline")?.ok_or_else(|| err("pipeline", "required field is missing"))?;
@@ -348,6 +357,28 @@ pub fn validate_row(row: &RawRow, now: DateTime<Utc>) -> Result<RunRecord, Field
         })?),
     };
     let predicted_duration_s = number(row, "predicted_duration_s")?;
+    let started_at = match (
+        timestamp(row, "started_at")?,
+        timestamp(row, "finished_at")?,
+    ) {
+        (Some(t), _) => t,
+        (None, Some(end)) => end - chrono::Duration::milliseconds((duration_s * 1000.0).round() as i64),
+        (None, None) => {
+            return Err(err(
+                "started_at",
+                "required field is missing (or give finished_at to derive it): the ingestion time would misplace the run in the history of later runs",
+            ))
+        }
+    };
+    let end = started_at + chrono::Duration::milliseconds((duration_s * 1000.0).round() as i64);
+    if end > now + chrono::Duration::hours(FUTURE_TOLERANCE_HOURS) {
+        return Err(err(
+            "started_at",
+            format!(
+                "the run would end at {end}, after the ingestion time {now}: wrong clock or unit?"
+            ),
+        ));
+    }
     let run_id = match text(row, "run_id")? {
         Some(id) => id,
         None => derived_run_id(row),
@@ -371,7 +402,7 @@ pub fn validate_row(row: &RawRow, now: DateTime<Utc>) -> Result<RunRecord, Field
         success,
         retry_count: integer(row, "retry_count")?.unwrap_or(0),
         oom_killed: boolean(row, "oom_killed")?.unwrap_or(false),
-        started_at: timestamp(row, "started_at")?.unwrap_or(now),
+        started_at,
         decision,
         predicted_duration_s,
     })
@@ -463,6 +494,30 @@ mod tests {
                 (field, "required field is missing")
             );
         }
+    }
+
+    #[test]
+    fn a_missing_start_is_derived_from_the_end_or_refused() {
+        let mut v = good();
+        v.as_object_mut().unwrap().remove("started_at");
+        let e = validate_row(&row(v.clone()), Utc::now()).expect_err("no start, no end");
+        assert_eq!(e.field, "started_at");
+        assert!(e.reason.contains("ingestion time"), "{}", e.reason);
+        v["finished_at"] = json!("2026-11-01T10:05:00.500Z");
+        let r = validate_row(&row(v), Utc::now()).unwrap();
+        assert_eq!(r.started_at.to_rfc3339(), "2026-11-01T10:00:00+00:00");
+        let mut future = good();
+        future["started_at"] = json!(1_764_000_000_000i64);
+        let e = validate_row(&row(future), Utc::now()).expect_err("milliseconds as seconds");
+        assert!(e.reason.contains("wrong clock or unit"), "{}", e.reason);
+    }
+
+    #[test]
+    fn a_missing_branch_is_unknown_as_at_admission() {
+        let mut v = good();
+        v.as_object_mut().unwrap().remove("branch");
+        let r = validate_row(&row(v), Utc::now()).unwrap();
+        assert_eq!(r.branch, UNKNOWN);
     }
 
     #[test]

@@ -7,6 +7,12 @@
 //! concurrency; a build whose memory request is below its peak RSS is OOM-killed part way
 //! through (a failure). Memory close to the limit slows builds (page cache pressure). Node
 //! types differ in speed. Durations carry multiplicative log-normal noise.
+//!
+//! [`SimOptions`] make the history CI-like ([`ci_runs`]): builds of one pipeline overlapping
+//! (a build every minute or so, each taking several), pods that name no branch, and pods with
+//! or without a node selector (a pod without one runs on any node; its record names the node
+//! type it *asked* for, `unknown`, as admission saw it). A branch's cache is then warm from its
+//! last build that *finished*, not one still running.
 
 use chrono::{DateTime, Duration, Utc};
 use rand::{Rng, SeedableRng};
@@ -207,9 +213,46 @@ pub fn controlled_week(
     }
 }
 
+/// How CI-like the simulated history is (the defaults are the demo's one-at-a-time builds).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimOptions {
+    /// Seconds between build starts (over all pipelines), drawn uniformly from this range;
+    /// `None`: 2 to 25 minutes.
+    pub gap_s: Option<std::ops::Range<i64>>,
+    /// Fraction of pods that name no branch (recorded as `unknown`, as admission sees them).
+    pub missing_branch: f64,
+    /// Fraction of pods with a node selector; the others run on any node and record `unknown`.
+    pub node_selector: f64,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            gap_s: None,
+            missing_branch: 0.0,
+            node_selector: 1.0,
+        }
+    }
+}
+
+impl SimOptions {
+    /// Overlapping builds (one every 20–100 s over all pipelines), 10 % of pods without a
+    /// branch, half of them without a node selector.
+    pub fn ci() -> SimOptions {
+        SimOptions {
+            gap_s: Some(20..100),
+            missing_branch: 0.1,
+            node_selector: 0.5,
+        }
+    }
+}
+
 /// Simulates builds of many pipelines.
 #[derive(Debug)]
 pub struct Simulator {
+    opts: SimOptions,
+    /// End times of the builds per (pipeline, branch), for the cache of overlapping builds.
+    finishes: std::collections::HashMap<(usize, String), Vec<DateTime<Utc>>>,
     rng: ChaCha8Rng,
     profiles: Vec<PipelineProfile>,
     /// Last build time per (pipeline, branch).
@@ -260,6 +303,8 @@ impl Simulator {
     pub fn new(profiles: Vec<PipelineProfile>, start: DateTime<Utc>, seed: u64) -> Simulator {
         let n = profiles.len();
         Simulator {
+            opts: SimOptions::default(),
+            finishes: Default::default(),
             rng: ChaCha8Rng::seed_from_u64(seed),
             profiles,
             branches: vec![Vec::new(); n],
@@ -270,6 +315,12 @@ impl Simulator {
         }
     }
 
+    /// The same simulator with `opts`.
+    pub fn with_options(mut self, opts: SimOptions) -> Simulator {
+        self.opts = opts;
+        self
+    }
+
     /// The pipelines being simulated.
     pub fn profiles(&self) -> &[PipelineProfile] {
         &self.profiles
@@ -278,7 +329,10 @@ impl Simulator {
     fn pick_branch(&mut self, p: usize) -> (String, Option<DateTime<Utc>>) {
         let roll: f64 = self.rng.random();
         let branches = &self.branches[p];
-        if roll < 0.4 || branches.len() < 2 {
+        // The demo history keeps its original shape (its `len() < 2` test means no PR branch is
+        // ever opened); CI-like histories open PRs from the start.
+        let no_prs = self.opts.gap_s.is_none() && branches.len() < 2;
+        if roll < 0.4 || no_prs {
             let last = branches.iter().find(|(b, _)| b == "main").map(|(_, t)| *t);
             return ("main".into(), last);
         }
@@ -365,10 +419,19 @@ impl Simulator {
     }
 
     fn next(&mut self, rollout: Option<(f64, &Policy<'_>)>) -> ControlledRun {
-        let gap_min = self.rng.random_range(2..25);
-        self.now += Duration::minutes(gap_min);
+        match self.opts.gap_s.clone() {
+            None => self.now += Duration::minutes(self.rng.random_range(2..25)),
+            Some(r) => self.now += Duration::seconds(self.rng.random_range(r)),
+        }
         let p = self.rng.random_range(0..self.profiles.len());
-        let (branch, last) = self.pick_branch(p);
+        let (branch, mut last) = self.pick_branch(p);
+        if self.opts.gap_s.is_some() {
+            // Builds overlap: the cache is warm from the branch's last *finished* build.
+            last = self
+                .finishes
+                .get(&(p, branch.clone()))
+                .and_then(|f| f.iter().filter(|t| **t < self.now).max().copied());
+        }
         let cache = match last {
             Some(t) => {
                 let hours = (self.now - t).num_minutes() as f64 / 60.0;
@@ -380,6 +443,10 @@ impl Simulator {
         let typical = self.profiles[p].typical;
         let requested = self.pick_config(&typical);
         let (node, speed) = NODES[self.rng.random_range(0..NODES.len())];
+        let selected =
+            self.opts.node_selector >= 1.0 || self.rng.random_bool(self.opts.node_selector);
+        let named_branch =
+            self.opts.missing_branch <= 0.0 || !self.rng.random_bool(self.opts.missing_branch);
         let run_id = format!("sim-{:08}", self.counter + 1);
         let (config, decision, predicted, other) = match rollout {
             None => (requested, None, None, None),
@@ -411,12 +478,28 @@ impl Simulator {
             Some(entry) => entry.1 = self.now,
             None => self.branches[p].push((branch.clone(), self.now)),
         }
+        if self.opts.gap_s.is_some() {
+            let end = self.now + Duration::milliseconds((round3(out.duration_s) * 1000.0) as i64);
+            let f = self.finishes.entry((p, branch.clone())).or_default();
+            f.push(end);
+            if f.len() > 8 {
+                f.remove(0);
+            }
+        }
         let record = RunRecord {
             run_id,
             pipeline: name,
-            branch,
+            branch: if named_branch {
+                branch
+            } else {
+                crate::record::UNKNOWN.into()
+            },
             image,
-            node: node.into(),
+            node: if selected {
+                node.into()
+            } else {
+                crate::record::UNKNOWN.into()
+            },
             cpu_req: config.cpu,
             mem_req_gb: config.mem_gb,
             concurrency: config.concurrency,
@@ -463,9 +546,46 @@ pub fn demo_runs(n: usize, end: DateTime<Utc>, seed: u64) -> Vec<RunRecord> {
     Simulator::new(default_profiles(), start, seed).runs(n)
 }
 
+/// `n` CI-like runs ([`SimOptions::ci`]) of the default pipelines, ending around `end`.
+pub fn ci_runs(n: usize, end: DateTime<Utc>, seed: u64) -> Vec<RunRecord> {
+    let start = end - Duration::seconds(n as i64 * 60);
+    Simulator::new(default_profiles(), start, seed)
+        .with_options(SimOptions::ci())
+        .runs(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ci_runs_overlap_and_miss_branches_and_selectors() {
+        let t = DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let runs = ci_runs(600, t, 4);
+        let mut by_pipeline: std::collections::HashMap<&str, Vec<&RunRecord>> = Default::default();
+        for r in &runs {
+            by_pipeline.entry(&r.pipeline).or_default().push(r);
+        }
+        let overlaps: usize = by_pipeline
+            .values()
+            .map(|rs| {
+                rs.windows(2)
+                    .filter(|w| crate::features::finished_at(w[0]) > w[1].started_at)
+                    .count()
+            })
+            .sum();
+        assert!(
+            overlaps > 100,
+            "{overlaps} overlapping consecutive builds of a pipeline"
+        );
+        let unknown_branch = runs.iter().filter(|r| r.branch == "unknown").count();
+        let unknown_node = runs.iter().filter(|r| r.node == "unknown").count();
+        assert!((30..90).contains(&unknown_branch), "{unknown_branch}");
+        assert!((220..380).contains(&unknown_node), "{unknown_node}");
+        assert!(runs.iter().any(|r| r.branch.starts_with("pr-")));
+    }
 
     #[test]
     fn physics_behave_as_documented() {

@@ -41,7 +41,9 @@ pub struct PipelineStats {
     pub rss_by_concurrency: Vec<(u32, f64)>,
     /// Out-of-memory kills.
     pub ooms: Vec<OomEvent>,
-    /// The history features are computed from (built once per refresh, not per admission).
+    /// The history features are computed from (built once per refresh, not per admission):
+    /// the successful runs among those aggregated; `Store::pipeline_stats` widens it to the
+    /// pipeline's latest `features::HISTORY_LOOKBACK` successful runs, as training does.
     #[serde(skip)]
     pub history: PipelineHistory,
 }

@@ -40,8 +40,10 @@ pub enum TrainingError {
 
 /// Fewest successful runs a model is trained on.
 pub const MIN_TRAINING_ROWS: usize = 20;
-/// Earlier runs per pipeline read to seed the history features of the window's first rows.
-pub const WARMUP_RUNS: usize = 100;
+/// Earlier successful runs per pipeline read to seed the history features of the window's
+/// first rows: the lookback, twice over, so that runs still building when the window began do
+/// not push a known run out of reach.
+pub const WARMUP_RUNS: usize = 2 * crate::features::HISTORY_LOOKBACK;
 
 /// What to train on and how.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -123,7 +125,10 @@ fn fit_split(
     let test_set = data.select(&test_idx);
     let trained = train(&train_set.x, N_FEATURES, &train_set.y, &spec.params)?;
     let pred = trained.forest.predict(&test_set.x);
-    Ok((trained, Metrics::score(&test_set.y, &pred, train_set.len())))
+    Ok((
+        trained,
+        Metrics::score(&test_set.x, &test_set.y, &pred, train_set.len()),
+    ))
 }
 
 /// Fits and evaluates a model on `window` (with `warmup` feeding the history features).
@@ -192,6 +197,7 @@ pub fn fit(
         artifact: String::new(),
         sha256: String::new(),
         bytes: 0,
+        signature: None,
     };
     Ok((model, meta))
 }
@@ -352,5 +358,53 @@ pub(crate) mod tests {
         let err = md.load(&meta.version).unwrap_err().to_string();
         assert!(err.contains("checksum mismatch"), "{err}");
         assert!(md.latest_valid().unwrap().is_none());
+    }
+
+    #[test]
+    fn a_forged_artifact_with_a_recomputed_checksum_is_refused_when_a_key_is_configured() {
+        use crate::model::sha256_hex;
+        use crate::signing::{ModelKeys, Signer};
+        let dir = tempfile::tempdir().unwrap();
+        let trainer = Signer::from_seed([3; 32]);
+        let public = trainer.public();
+        let signed = ModelDir::new(dir.path()).with_keys(ModelKeys::signing(trainer));
+        let (model, mut meta) = small_model(300);
+        signed.save(&model, &mut meta).unwrap();
+        assert!(meta.signature.is_some(), "the trainer signs on save");
+        let replica = ModelDir::new(dir.path()).with_keys(ModelKeys::verifying(public));
+        replica
+            .load(&meta.version)
+            .expect("a signed artifact verifies");
+
+        // Someone who can write the directory (or Redis) but has no key alters the forest and
+        // recomputes the checksum: the checksum agrees, the signature does not.
+        let artifact = dir.path().join(&meta.artifact);
+        let mut forged = model.clone();
+        forged.forest = small_model(301).0.forest;
+        let bytes = forged.to_bytes();
+        std::fs::write(&artifact, &bytes).unwrap();
+        let mut forged_meta = meta.clone();
+        forged_meta.sha256 = sha256_hex(&bytes);
+        forged_meta.bytes = bytes.len() as u64;
+        std::fs::write(
+            dir.path().join(format!("{}.json", meta.version)),
+            serde_json::to_vec(&forged_meta).unwrap(),
+        )
+        .unwrap();
+        let err = replica.load(&meta.version).unwrap_err().to_string();
+        assert!(err.contains("signature does not verify"), "{err}");
+        assert!(replica.latest_valid().unwrap().is_none());
+        // Without a key configured (quickstart) nothing is checked beyond the checksum.
+        ModelDir::new(dir.path()).load(&meta.version).unwrap();
+
+        // Dropping the signature does not help either: a configured verifier refuses unsigned.
+        forged_meta.signature = None;
+        std::fs::write(
+            dir.path().join(format!("{}.json", meta.version)),
+            serde_json::to_vec(&forged_meta).unwrap(),
+        )
+        .unwrap();
+        let err = replica.load(&meta.version).unwrap_err().to_string();
+        assert!(err.contains("not signed"), "{err}");
     }
 }

@@ -441,3 +441,6 @@ pub fn envelope(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod fuzz;

@@ -38,6 +38,8 @@ pub struct Settings {
     pub redis_url: Option<String>,
     /// Key prefix in Redis.
     pub redis_prefix: String,
+    /// Keys that sign trained models and verify loaded ones (none: unsigned, unchecked).
+    pub model_keys: crate::signing::ModelKeys,
     /// Server-side apply field manager.
     pub field_manager: String,
     /// This process (pod name), for `status.runner` and events.
@@ -62,6 +64,7 @@ impl Settings {
             models_dir: global.models_dir.clone(),
             redis_url: global.redis_url.clone(),
             redis_prefix: global.redis_prefix.clone(),
+            model_keys: Default::default(),
             field_manager: FIELD_MANAGER.to_string(),
             identity: identity.into(),
             job_template: None,
@@ -197,7 +200,7 @@ impl Context {
             return Ok(reg.clone());
         }
         let reg = Registry::open(
-            ModelDir::new(&self.settings.models_dir),
+            ModelDir::new(&self.settings.models_dir).with_keys(self.settings.model_keys.clone()),
             self.settings.redis_url.as_deref(),
             &self.settings.redis_prefix,
         )

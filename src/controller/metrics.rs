@@ -31,6 +31,9 @@ pub struct Metrics {
     pub training_duration: Histogram,
     /// Reconcile duration, seconds.
     pub reconcile_duration: Histogram,
+    /// The last trained model's headline holdout scores, by TrainingJob and metric
+    /// (`mae_seconds`, `r2`, `rank_accuracy`); a metric without a value is not set.
+    pub model_scores: Family<Labels, Gauge<f64, AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -51,6 +54,7 @@ impl Metrics {
         let leader = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
         let training_duration = Histogram::new(exponential_buckets(0.5, 2.0, 12));
         let reconcile_duration = Histogram::new(exponential_buckets(0.005, 4.0, 10));
+        let model_scores = Family::<Labels, Gauge<f64, AtomicU64>>::default();
         registry.register(
             "inframind_controller_reconciliations",
             "TrainingJob reconciliations run",
@@ -91,7 +95,13 @@ impl Metrics {
             "Time per reconciliation",
             reconcile_duration.clone(),
         );
+        registry.register(
+            "inframind_controller_model_score",
+            "The last trained model's holdout score, by TrainingJob and metric (mae_seconds, r2, rank_accuracy)",
+            model_scores.clone(),
+        );
         Metrics {
+            model_scores,
             registry,
             reconciliations,
             failures,
@@ -116,6 +126,24 @@ impl Metrics {
         self.trainings
             .get_or_create(&vec![("outcome".to_string(), outcome.to_string())])
             .inc();
+    }
+
+    /// Records the scores of the model a TrainingJob (`namespace/name`) just trained.
+    pub fn scores(&self, job: &str, m: &super::crd::RunMetrics) {
+        for (metric, v) in [
+            ("mae_seconds", m.mae_seconds),
+            ("r2", m.r2),
+            ("rank_accuracy", m.rank_accuracy),
+        ] {
+            if let Some(v) = v {
+                self.model_scores
+                    .get_or_create(&vec![
+                        ("trainingjob".to_string(), job.to_string()),
+                        ("metric".to_string(), metric.to_string()),
+                    ])
+                    .set(v);
+            }
+        }
     }
 
     /// Counts a trigger firing.
@@ -148,6 +176,13 @@ mod tests {
         m.trigger("NewRuns");
         m.leader.set(1);
         m.training_duration.observe(2.0);
+        m.scores(
+            "ci/nightly",
+            &crate::controller::crd::RunMetrics {
+                rank_accuracy: Some(0.75),
+                ..Default::default()
+            },
+        );
         let text = m.render();
         for line in [
             "inframind_controller_reconciliations_total 1",
@@ -157,6 +192,7 @@ mod tests {
             "inframind_controller_triggers_total{kind=\"NewRuns\"} 1",
             "inframind_controller_leader 1",
             "inframind_controller_training_duration_seconds_count 1",
+            "inframind_controller_model_score{trainingjob=\"ci/nightly\",metric=\"rank_accuracy\"} 0.75",
         ] {
             assert!(text.contains(line), "missing `{line}` in\n{text}");
         }

@@ -155,6 +155,7 @@ pub async fn run(global: &Global, args: ControllerArgs) -> anyhow::Result<()> {
         .context("connecting to the Kubernetes API (in a pod, or through KUBECONFIG)")?;
     let identity = args.identity.clone().unwrap_or_else(hostname);
     let mut settings = Settings::from_global(global, identity.clone());
+    settings.model_keys = global.model_keys()?;
     settings.job_template = job_template(&client, &args).await;
     settings.max_concurrent_trainings = args.max_concurrent_trainings.max(1);
     let ctx = Arc::new(Context::new(client.clone(), settings, metrics));
@@ -191,7 +192,8 @@ pub async fn run_training_job(global: &Global, namespaced_name: &str) -> anyhow:
     let client = Client::try_default()
         .await
         .context("connecting to the Kubernetes API (in a pod, or through KUBECONFIG)")?;
-    let settings = Settings::from_global(global, hostname());
+    let mut settings = Settings::from_global(global, hostname());
+    settings.model_keys = global.model_keys()?;
     let ctx = Context::new(client, settings, Arc::new(metrics::Metrics::new()));
     let status = run_training_job_with(&ctx, namespaced_name).await?;
     match status.phase {

@@ -272,6 +272,10 @@ pub async fn train_and_report(
             ctx.metrics
                 .training_duration
                 .observe(t0.elapsed().as_secs_f64());
+            ctx.metrics.scores(
+                &format!("{}/{}", tj.namespace().unwrap_or_default(), tj.name_any()),
+                &outcome.metrics,
+            );
             let fin = status::finished(&running, &outcome, generation, end);
             ctx.write_status(tj, &fin).await?;
             ctx.event(

@@ -72,6 +72,7 @@ pub async fn execute(ctx: &Context, spec: &TrainingJobSpec) -> Result<Outcome, F
         &Candidate {
             mae_s: meta.metrics().mae_s,
             r2: meta.metrics().r2,
+            rank_accuracy: meta.metrics().rank_accuracy,
             active: comparison.clone(),
         },
     );

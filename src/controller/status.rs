@@ -266,6 +266,8 @@ pub fn run_metrics(meta: &ModelMeta, active: Option<&ActiveComparison>) -> RunMe
     let h = |m: &Metrics| HoldoutMetrics {
         mae_seconds: finite(m.mae_s),
         r2: finite(m.r2),
+        rank_accuracy: m.rank_accuracy.and_then(finite),
+        rank_pairs: m.rank_pairs as u64,
         train_rows: m.train_rows as u64,
         test_rows: m.test_rows as u64,
     };
@@ -273,10 +275,12 @@ pub fn run_metrics(meta: &ModelMeta, active: Option<&ActiveComparison>) -> RunMe
         split: meta.split,
         mae_seconds: finite(meta.metrics().mae_s),
         r2: finite(meta.metrics().r2),
+        rank_accuracy: meta.metrics().rank_accuracy.and_then(finite),
         rows: meta.window.rows as u64,
         random_holdout: h(&meta.random_holdout),
         temporal_holdout: h(&meta.temporal_holdout),
         active_mae_seconds: active.and_then(|a| finite(a.mae_s)),
+        active_rank_accuracy: active.and_then(|a| a.rank_accuracy).and_then(finite),
     }
 }
 
@@ -288,17 +292,23 @@ pub fn split_name(s: Split) -> &'static str {
     }
 }
 
-/// The status after a run that produced a model.
-pub fn finished(
-    prev: &TrainingJobStatus,
-    o: &Outcome,
-    generation: Option<i64>,
-    now: DateTime<Utc>,
-) -> TrainingJobStatus {
-    let mut s = prev.clone();
+/// What a run's promotion step means for the status: the phase, the promotion fields and the
+/// `Promoted` condition.
+struct PromotionStatus {
+    phase: Phase,
+    promoted: bool,
+    previous: Option<String>,
+    pending: Option<String>,
+    message: String,
+    /// The `Promoted` condition: status, reason, message.
+    condition: (&'static str, &'static str, String),
+}
+
+/// One line saying what was trained and how it scored.
+fn headline(o: &Outcome) -> String {
     let m = &o.metrics;
-    let headline = format!(
-        "{} trained on {} runs: MAE {} s, R² {} ({} holdout)",
+    format!(
+        "{} trained on {} runs: MAE {} s, R² {}, rank accuracy {} ({} holdout)",
         o.version,
         m.rows,
         m.mae_seconds
@@ -306,19 +316,22 @@ pub fn finished(
             .unwrap_or_else(|| "-".into()),
         m.r2.map(|v| format!("{v:.3}"))
             .unwrap_or_else(|| "-".into()),
+        m.rank_accuracy
+            .map(|v| format!("{v:.3}"))
+            .unwrap_or_else(|| "-".into()),
         split_name(m.split)
-    );
-    let failed = super::gates::first_failure(&o.gates).cloned();
-    set_condition(
-        &mut s.conditions,
-        TRAINED,
-        "True",
-        "Trained",
-        &headline,
-        generation,
-        now,
-    );
-    match &failed {
+    )
+}
+
+/// Sets the `GatesPassed` condition from the gate verdicts.
+fn set_gates_condition(
+    s: &mut TrainingJobStatus,
+    o: &Outcome,
+    failed: Option<&GateResult>,
+    generation: Option<i64>,
+    now: DateTime<Utc>,
+) {
+    match failed {
         None => set_condition(
             &mut s.conditions,
             GATES_PASSED,
@@ -342,11 +355,15 @@ pub fn finished(
             now,
         ),
     }
+}
+
+/// The status fields the promotion outcome decides.
+fn promotion_status(o: &Outcome, headline: &str, failed: Option<&GateResult>) -> PromotionStatus {
     let publish_note = match &o.published {
         Ok(()) => String::new(),
         Err(e) => format!(" (stored locally only, publishing to the registry failed: {e})"),
     };
-    let (phase, promoted, previous, pending, message, cond) = match &o.promotion {
+    let (phase, promoted, previous, pending, message, condition) = match &o.promotion {
         Promotion::Promoted { previous } => (
             Phase::Succeeded,
             true,
@@ -416,24 +433,55 @@ pub fn finished(
             ),
         ),
     };
+    PromotionStatus {
+        phase,
+        promoted,
+        previous,
+        pending,
+        message,
+        condition,
+    }
+}
+
+/// The status after a run that produced a model.
+pub fn finished(
+    prev: &TrainingJobStatus,
+    o: &Outcome,
+    generation: Option<i64>,
+    now: DateTime<Utc>,
+) -> TrainingJobStatus {
+    let mut s = prev.clone();
+    let headline = headline(o);
+    let failed = super::gates::first_failure(&o.gates).cloned();
     set_condition(
         &mut s.conditions,
-        PROMOTED,
-        cond.0,
-        cond.1,
-        &cond.2,
+        TRAINED,
+        "True",
+        "Trained",
+        &headline,
         generation,
         now,
     );
-    s.phase = Some(phase);
-    s.message = Some(message);
+    set_gates_condition(&mut s, o, failed.as_ref(), generation, now);
+    let p = promotion_status(o, &headline, failed.as_ref());
+    set_condition(
+        &mut s.conditions,
+        PROMOTED,
+        p.condition.0,
+        p.condition.1,
+        &p.condition.2,
+        generation,
+        now,
+    );
+    s.phase = Some(p.phase);
+    s.message = Some(p.message);
     s.observed_generation = generation.or(s.observed_generation);
     s.completion_time = Some(k8s_time(now));
     s.version = Some(o.version.clone());
-    s.promoted = Some(promoted);
-    s.previous_version = previous;
+    s.promoted = Some(p.promoted);
+    s.previous_version = p.previous;
     s.compared_with = o.compared_with.clone();
-    s.pending_promotion = pending;
+    s.pending_promotion = p.pending;
     s.metrics = Some(o.metrics.clone());
     s.gates = o.gates.clone();
     s.failed_gate = failed;

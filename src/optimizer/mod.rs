@@ -21,7 +21,7 @@ pub mod recommender;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::features::{context_features, with_config, PipelineHistory, N_FEATURES};
+use crate::features::{context_features, with_config, BaseRow, PipelineHistory, N_FEATURES};
 use crate::model::Model;
 use crate::stats::PipelineStats;
 use crate::{BuildConfig, BuildContext};
@@ -368,9 +368,7 @@ impl Optimizer {
             );
         }
 
-        let empty = PipelineHistory::default();
-        let history = stats.map_or(&empty, |s| &s.history);
-        let base_row = context_features(&model.encodings, history, ctx, now);
+        let base_row = admission_row(model, stats, ctx, now);
         let mut rows = Vec::with_capacity(guarded.len() * N_FEATURES);
         for g in &guarded {
             rows.extend_from_slice(&with_config(&base_row, &g.config));
@@ -496,6 +494,20 @@ fn rationale(d: &Decision, source: &str) -> String {
         d.objective,
         guard_list(&d.guards)
     )
+}
+
+/// The context features of an admission at `now`: the pipeline's history as the stats cache
+/// holds it, through the same `features::context_features` training rows are built with (the
+/// replay parity test calls this to compare both sides column by column).
+pub fn admission_row(
+    model: &Model,
+    stats: Option<&PipelineStats>,
+    ctx: &BuildContext,
+    now: DateTime<Utc>,
+) -> BaseRow {
+    let empty = PipelineHistory::default();
+    let history = stats.map_or(&empty, |s| &s.history);
+    context_features(&model.encodings, history, ctx, now)
 }
 
 #[cfg(test)]

@@ -4,6 +4,13 @@
 //! Requests read the slot without locks or I/O; a swap never disturbs a request in flight
 //! (it keeps the `Arc` it loaded). When Redis is unreachable the process keeps serving what it
 //! has, logs once per outage, and reconnects with exponential backoff.
+//!
+//! With Redis, a process only ever serves the active version (or nothing, the cold-start path):
+//! never another version because it happens to be in the local directory. At start-up it takes
+//! the active version from Redis, or that version's local copy when Redis's copy does not verify,
+//! or, when Redis is unreachable, the last active version it was given (pinned in the directory
+//! with each swap). A refused version is tried again at the next event or poll, so a repaired
+//! artifact is picked up without a restart.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +22,7 @@ use futures::StreamExt;
 
 use super::redis::RedisRegistry;
 use crate::error::{Error, Result};
-use crate::model::{Model, ModelDir};
+use crate::model::{Model, ModelDir, ModelMeta};
 
 /// The model a process serves right now.
 #[derive(Debug, Default)]
@@ -72,59 +79,99 @@ pub struct WatchConfig {
     pub poll: Duration,
 }
 
-/// Loads whatever can be served at start-up: Redis's active model, else the newest valid
-/// local artifact, else nothing (cold start). Never fails.
+/// What Redis says should be served at start-up.
+enum Active {
+    /// Nothing is active yet.
+    None,
+    /// The active version, verified.
+    Model(Model),
+    /// The active version, whose artifact in Redis was refused.
+    Refused(String, Error),
+}
+
+/// Loads what may be served at start-up (see the module's doc); else nothing (cold start).
+/// Never fails.
 pub async fn bootstrap(live: &LiveModel, cfg: &WatchConfig) {
-    if let Some(url) = &cfg.redis_url {
-        match tokio::time::timeout(
-            Duration::from_secs(5),
-            load_from_redis(url, &cfg.prefix, &cfg.dir),
-        )
-        .await
-        {
-            Ok(Ok(Some(model))) => return live.set(model),
-            Ok(Ok(None)) => tracing::info!("no active model in the registry yet"),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "model registry unavailable at start-up; trying local artifacts")
+    let Some(url) = &cfg.redis_url else {
+        // The directory is the registry: its pinned version, or its newest valid one.
+        return match cfg.dir.active() {
+            Ok(Some((model, _))) => live.set(model),
+            Ok(None) => cold_start(cfg, "no model in the directory"),
+            Err(e) => {
+                live.refusals.fetch_add(1, Ordering::Relaxed);
+                cold_start(cfg, &e.to_string())
             }
-            Err(_) => {
-                tracing::warn!("model registry timed out at start-up; trying local artifacts")
-            }
-        }
-    }
-    let local = if cfg.redis_url.is_some() {
-        cfg.dir.latest_valid()
-    } else {
-        cfg.dir.active()
+        };
     };
-    match local {
-        Ok(Some((model, _))) => live.set(model),
-        Ok(None) => {
-            tracing::info!(dir = %cfg.dir.path().display(), "no model available: cold-start path until one is promoted")
+    let wanted = match tokio::time::timeout(Duration::from_secs(5), load_from_redis(url, cfg)).await
+    {
+        Ok(Ok(Active::Model(model))) => return live.set(model),
+        Ok(Ok(Active::None)) => return cold_start(cfg, "no active model in the registry yet"),
+        Ok(Ok(Active::Refused(version, e))) => {
+            live.refusals.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(%version, error = %e, "refusing the active model from the registry; trying its local copy");
+            version
         }
+        Ok(Err(e)) => match cfg.dir.pinned() {
+            Ok(Some(v)) => {
+                tracing::warn!(error = %e, version = %v, "model registry unavailable at start-up; serving the last active version from the local copy");
+                v
+            }
+            _ => {
+                return cold_start(
+                    cfg,
+                    &format!("model registry unavailable ({e}) and no active version known"),
+                )
+            }
+        },
+        Err(_) => match cfg.dir.pinned() {
+            Ok(Some(v)) => {
+                tracing::warn!(version = %v, "model registry timed out at start-up; serving the last active version from the local copy");
+                v
+            }
+            _ => return cold_start(cfg, "model registry timed out and no active version known"),
+        },
+    };
+    // Only the active version itself, never a neighbour that happens to be local.
+    match cfg.dir.load(&wanted) {
+        Ok((model, _)) => live.set(model),
         Err(e) => {
-            tracing::warn!(error = %e, "no usable local model: cold-start path until one is promoted")
+            live.refusals.fetch_add(1, Ordering::Relaxed);
+            cold_start(cfg, &format!("no usable local copy of {wanted}: {e}"))
         }
     }
 }
 
-async fn load_from_redis(url: &str, prefix: &str, dir: &ModelDir) -> Result<Option<Model>> {
-    let reg = RedisRegistry::connect(url, prefix).await?;
-    match reg.active().await? {
-        Some(v) => {
-            let (model, meta) = reg.fetch_verified(&v).await?;
-            keep_local_copy(dir, &model, meta);
-            Ok(Some(model))
+fn cold_start(cfg: &WatchConfig, why: &str) {
+    tracing::info!(dir = %cfg.dir.path().display(), reason = why, "no model to serve: cold-start path until one is active and verifies");
+}
+
+async fn load_from_redis(url: &str, cfg: &WatchConfig) -> Result<Active> {
+    let reg = RedisRegistry::connect(url, &cfg.prefix, cfg.dir.keys().trust.clone()).await?;
+    let Some(v) = reg.active().await? else {
+        return Ok(Active::None);
+    };
+    match reg.fetch(&v).await {
+        Ok((model, meta, bytes)) => {
+            keep_local_copy(&cfg.dir, &bytes, &meta);
+            Ok(Active::Model(model))
         }
-        None => Ok(None),
+        Err(e @ Error::Artifact { .. }) => Ok(Active::Refused(v, e)),
+        Err(e) => Err(e),
     }
 }
 
-/// Best effort: a restarted container can then serve without Redis.
-fn keep_local_copy(dir: &ModelDir, model: &Model, mut meta: crate::model::ModelMeta) {
-    if dir.meta(&meta.version).is_err() {
-        if let Err(e) = dir.save(model, &mut meta) {
+/// Best effort: a restarted container can then serve the same version without Redis. The bytes
+/// are kept as fetched, so the copy carries the trainer's signature and verifies on its own.
+fn keep_local_copy(dir: &ModelDir, bytes: &[u8], meta: &ModelMeta) {
+    if dir.load(&meta.version).is_err() {
+        if let Err(e) = dir.store(bytes, meta) {
             tracing::debug!(error = %e, "could not keep a local copy of the model");
+        }
+    }
+    if dir.pinned().ok().flatten().as_deref() != Some(meta.version.as_str()) {
+        if let Err(e) = dir.pin(&meta.version) {
+            tracing::debug!(error = %e, "could not record the active version locally");
         }
     }
 }
@@ -172,6 +219,7 @@ async fn watch_dir(live: &LiveModel, cfg: &WatchConfig) {
 struct Outage {
     down: bool,
     backoff: Duration,
+    /// Versions refused so far: refused again quietly (they are retried at every event or poll).
     refused: HashSet<String>,
 }
 
@@ -198,7 +246,7 @@ async fn session(live: &LiveModel, cfg: &WatchConfig, url: &str, outage: &mut Ou
         let context = context.to_string();
         move |source| Error::Redis { context, source }
     };
-    let reg = match RedisRegistry::connect(url, &cfg.prefix).await {
+    let reg = match RedisRegistry::connect(url, &cfg.prefix, cfg.dir.keys().trust.clone()).await {
         Ok(r) => r,
         Err(e) => return e,
     };
@@ -234,17 +282,21 @@ async fn session(live: &LiveModel, cfg: &WatchConfig, url: &str, outage: &mut Ou
             },
         };
         if let Some(v) = wanted {
-            if Some(&v) != live.version().as_ref() && !outage.refused.contains(&v) {
-                match reg.fetch_verified(&v).await {
-                    Ok((model, meta)) => {
-                        keep_local_copy(&cfg.dir, &model, meta);
+            if Some(&v) != live.version().as_ref() {
+                match reg.fetch(&v).await {
+                    Ok((model, meta, bytes)) => {
+                        keep_local_copy(&cfg.dir, &bytes, &meta);
+                        outage.refused.remove(&v);
                         live.set(model);
                     }
                     Err(e @ Error::Redis { .. }) => return e,
                     Err(e) => {
                         live.refusals.fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(version = %v, error = %e, "refusing model from the registry; keeping the one in memory");
-                        outage.refused.insert(v);
+                        if outage.refused.insert(v.clone()) {
+                            tracing::error!(version = %v, error = %e, serving = ?live.version(), "refusing model from the registry; keeping the one in memory and retrying at the next event or poll");
+                        } else {
+                            tracing::debug!(version = %v, error = %e, "model still refused");
+                        }
                     }
                 }
             }

@@ -4,6 +4,7 @@
 //! `im:model:active` (see `redis.rs`); the local `models/` directory keeps a copy of everything
 //! published. Without Redis (the embedded default), the directory alone is the registry and its
 //! `ACTIVE`/`PREVIOUS` files are the pointer. `live.rs` keeps a running process's model current.
+//! Whatever the registry, artifacts are verified with the directory's keys (`signing.rs`).
 
 pub mod live;
 pub mod redis;
@@ -38,7 +39,7 @@ impl Registry {
     /// The registry over `dir`, and over Redis at `redis_url` when given.
     pub async fn open(dir: ModelDir, redis_url: Option<&str>, prefix: &str) -> Result<Registry> {
         let redis = match redis_url {
-            Some(url) => Some(RedisRegistry::connect(url, prefix).await?),
+            Some(url) => Some(RedisRegistry::connect(url, prefix, dir.keys().trust.clone()).await?),
             None => None,
         };
         Ok(Registry { dir, redis })
@@ -71,9 +72,14 @@ impl Registry {
     pub async fn promote(&self, version: &str) -> Result<Option<String>> {
         match &self.redis {
             Some(r) => {
-                if r.fetch_verified(version).await.is_err() {
+                if let Err(in_redis) = r.fetch_verified(version).await {
                     // Saved locally but not yet (or not intact) in Redis: publish the local copy.
-                    let (model, meta) = self.dir.load(version)?;
+                    let (model, meta) = self.dir.load(version).map_err(|local| {
+                        Error::artifact(
+                            r.keys().artifact(version),
+                            format!("{in_redis}; and no usable local copy: {local}"),
+                        )
+                    })?;
                     r.publish(&model.to_bytes(), &meta).await?;
                 }
                 r.promote(version).await
@@ -87,10 +93,7 @@ impl Registry {
                 if let Some(p) = &previous {
                     write_atomic(&self.dir.path().join(PREVIOUS_FILE), p.as_bytes())?;
                 }
-                write_atomic(
-                    &self.dir.path().join(ModelDir::ACTIVE_FILE),
-                    version.as_bytes(),
-                )?;
+                self.dir.pin(version)?;
                 Ok(previous)
             }
         }

@@ -5,6 +5,11 @@
 //! `im:model:<version>:meta` (metrics JSON), `im:models` (sorted set of versions by creation
 //! time). Promotion and rollback run as Lua scripts, so the pointer can never be left at a
 //! version whose artifact is missing, and each publishes the new version on `im:model:events`.
+//!
+//! Every artifact read is verified with the process's [`Trust`] (checksum, then the trainer's
+//! signature), so a process that can write Redis but holds no signing key cannot plant a model.
+//! `rediss://` URLs use TLS (rustls); `?ssl_ca_certs=FILE` names the PEM CA bundle that signs
+//! the server's certificate (redis-py's parameter name), instead of the public web roots.
 
 use std::time::Duration;
 
@@ -12,7 +17,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
 
 use crate::error::{Error, Result};
-use crate::model::{Model, ModelMeta};
+use crate::model::{verify, Model, ModelMeta};
+use crate::signing::Trust;
 
 /// Refuses to move the pointer unless both the artifact and its metadata exist.
 const PROMOTE: &str = r#"
@@ -20,7 +26,11 @@ if redis.call('EXISTS', KEYS[3]) == 0 or redis.call('EXISTS', KEYS[4]) == 0 then
   return redis.error_reply('artifact or metadata of ' .. ARGV[1] .. ' is missing')
 end
 local current = redis.call('GET', KEYS[1])
-if current == ARGV[1] then return current end
+if current == ARGV[1] then
+  -- Announced again: replicas that refused it (before a repair) retry at once.
+  redis.call('PUBLISH', ARGV[2], ARGV[1])
+  return current
+end
 if current then redis.call('SET', KEYS[2], current) end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('PUBLISH', ARGV[2], ARGV[1])
@@ -85,12 +95,67 @@ fn redis_err(context: impl Into<String>) -> impl FnOnce(redis::RedisError) -> Er
     move |source| Error::Redis { context, source }
 }
 
+/// Query parameter of a `rediss://` URL naming the CA bundle (PEM) to trust.
+pub const CA_PARAM: &str = "ssl_ca_certs";
+
+/// A Redis client for `url`: `rediss://` with `?ssl_ca_certs=FILE` trusts that CA only.
+pub fn client(url: &str) -> Result<redis::Client> {
+    let parse_err = |reason: String| Error::Input(format!("Redis URL {}: {reason}", redact(url)));
+    let mut parsed = url::Url::parse(url).map_err(|e| parse_err(e.to_string()))?;
+    let ca_file = parsed
+        .query_pairs()
+        .find(|(k, _)| k == CA_PARAM)
+        .map(|(_, v)| v.into_owned());
+    let Some(ca_file) = ca_file else {
+        return redis::Client::open(url)
+            .map_err(redis_err(format!("parsing Redis URL {}", redact(url))));
+    };
+    if parsed.scheme() != "rediss" {
+        return Err(parse_err(format!("{CA_PARAM} needs a rediss:// URL")));
+    }
+    let rest: Vec<(String, String)> = parsed
+        .query_pairs()
+        .filter(|(k, _)| k != CA_PARAM)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    if rest.is_empty() {
+        parsed.set_query(None);
+    } else {
+        parsed.query_pairs_mut().clear().extend_pairs(rest);
+    }
+    let root_cert = std::fs::read(&ca_file)
+        .map_err(Error::io(format!("reading the Redis CA file {ca_file}")))?;
+    // rustls takes its process-wide provider: make sure it is ring (a no-op when already set).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    redis::Client::build_with_tls(
+        parsed.as_str(),
+        redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(root_cert),
+        },
+    )
+    .map_err(redis_err(format!("configuring TLS for {}", redact(url))))
+}
+
+/// `url` without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => "<unparsable URL>".into(),
+    }
+}
+
 /// A connection to the registry in Redis.
 #[derive(Clone)]
 pub struct RedisRegistry {
     client: redis::Client,
     conn: ConnectionManager,
     keys: Keys,
+    trust: Trust,
 }
 
 impl std::fmt::Debug for RedisRegistry {
@@ -102,12 +167,10 @@ impl std::fmt::Debug for RedisRegistry {
 }
 
 impl RedisRegistry {
-    /// Connects to `url` with short timeouts (the registry must never hang a caller).
-    pub async fn connect(url: &str, prefix: &str) -> Result<RedisRegistry> {
-        // The URL may carry a password: errors show it masked, as the database URL's.
-        let shown = crate::telemetry::store::redact(url);
-        let client =
-            redis::Client::open(url).map_err(redis_err(format!("parsing Redis URL {shown}")))?;
+    /// Connects to `url` with short timeouts (the registry must never hang a caller); artifacts
+    /// read are verified with `trust`.
+    pub async fn connect(url: &str, prefix: &str, trust: Trust) -> Result<RedisRegistry> {
+        let client = client(url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(5)))
@@ -116,11 +179,12 @@ impl RedisRegistry {
         let conn = client
             .get_connection_manager_with_config(config)
             .await
-            .map_err(redis_err(format!("connecting to {shown}")))?;
+            .map_err(redis_err(format!("connecting to {}", redact(url))))?;
         Ok(RedisRegistry {
             client,
             conn,
             keys: Keys::new(prefix),
+            trust,
         })
     }
 
@@ -134,26 +198,42 @@ impl RedisRegistry {
         &self.client
     }
 
-    /// Stores artifact and metadata; an existing version is never overwritten.
+    /// Stores artifact and metadata after verifying them. An intact existing version is never
+    /// overwritten; one that no longer verifies (altered or forged in Redis) is repaired.
     pub async fn publish(&self, bytes: &[u8], meta: &ModelMeta) -> Result<()> {
+        let key = self.keys.artifact(&meta.version);
+        verify(bytes, meta, &self.trust).map_err(|reason| Error::artifact(&key, reason))?;
         let mut c = self.conn.clone();
         let json = serde_json::to_string(meta)
             .map_err(|e| Error::Input(format!("serialising metadata: {e}")))?;
         let (stored, _): (bool, bool) = redis::pipe()
             .atomic()
-            .set_nx(self.keys.artifact(&meta.version), bytes)
-            .set_nx(self.keys.meta(&meta.version), json)
+            .set_nx(&key, bytes)
+            .set_nx(self.keys.meta(&meta.version), &json)
             .query_async(&mut c)
             .await
             .map_err(redis_err(format!("publishing {}", meta.version)))?;
         if !stored {
-            // Already there: fine only if it is the same artifact.
-            let existing = self.fetch_verified(&meta.version).await?;
-            if existing.1.sha256 != meta.sha256 {
-                return Err(Error::artifact(
-                    self.keys.artifact(&meta.version),
-                    "a different artifact is already published under this version",
-                ));
+            // Already there: fine if it is the same artifact, repaired if it no longer verifies.
+            match self.fetch_verified(&meta.version).await {
+                Ok(existing) if existing.1.sha256 == meta.sha256 => {}
+                Ok(_) => {
+                    return Err(Error::artifact(
+                        key,
+                        "a different artifact is already published under this version",
+                    ))
+                }
+                Err(Error::Artifact { reason, .. }) => {
+                    tracing::warn!(version = %meta.version, %reason, "the published artifact does not verify; replacing it with the verified one");
+                    let _: () = redis::pipe()
+                        .atomic()
+                        .set(&key, bytes)
+                        .set(self.keys.meta(&meta.version), json)
+                        .query_async(&mut c)
+                        .await
+                        .map_err(redis_err(format!("repairing {}", meta.version)))?;
+                }
+                Err(e) => return Err(e),
             }
         }
         let _: () = c
@@ -167,8 +247,15 @@ impl RedisRegistry {
         Ok(())
     }
 
-    /// Reads and verifies one version: checksum against its metadata, then a full parse.
+    /// Reads and verifies one version: checksum against its metadata, signature, then a full parse.
     pub async fn fetch_verified(&self, version: &str) -> Result<(Model, ModelMeta)> {
+        self.fetch(version)
+            .await
+            .map(|(model, meta, _)| (model, meta))
+    }
+
+    /// [`RedisRegistry::fetch_verified`], also returning the artifact's bytes as stored.
+    pub async fn fetch(&self, version: &str) -> Result<(Model, ModelMeta, Vec<u8>)> {
         let mut c = self.conn.clone();
         let (bytes, meta): (Option<Vec<u8>>, Option<String>) = redis::pipe()
             .get(self.keys.artifact(version))
@@ -186,15 +273,15 @@ impl RedisRegistry {
                 format!("metadata is not valid: {e}"),
             )
         })?;
-        let model = Model::from_bytes(&bytes, Some(&meta.sha256))
-            .map_err(|reason| Error::artifact(&key, reason))?;
-        if model.version != version {
+        if meta.version != version {
             return Err(Error::artifact(
                 key,
-                format!("artifact says version {}", model.version),
+                format!("metadata says version {}", meta.version),
             ));
         }
-        Ok((model, meta))
+        let model =
+            verify(&bytes, &meta, &self.trust).map_err(|reason| Error::artifact(&key, reason))?;
+        Ok((model, meta, bytes))
     }
 
     /// The active version, if any.
@@ -265,5 +352,24 @@ impl RedisRegistry {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_in_messages_never_carry_the_password() {
+        let shown = redact("rediss://user:s3cret@redis.example:6380/0?ssl_ca_certs=/ca.crt");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("redis.example:6380"), "{shown}");
+        let err = client("rediss://:s3cret@localhost:1/?ssl_ca_certs=/nonexistent/ca.crt")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/nonexistent/ca.crt") && !err.contains("s3cret"),
+            "{err}"
+        );
     }
 }

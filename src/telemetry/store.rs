@@ -444,12 +444,19 @@ impl Store {
     }
 
     /// Per-pipeline aggregates (p95 peak RSS, mean cache hit ratio, mean steps, highest
-    /// successful concurrency, OOMs) over the pipeline's recent runs.
+    /// successful concurrency, OOMs) over the pipeline's recent runs, and the history features
+    /// are computed from: its latest `features::HISTORY_LOOKBACK` successful runs, the same
+    /// bound training uses. A stored run has finished, so everything here is known now.
     pub async fn pipeline_stats(&self, pipeline: &str) -> Result<crate::stats::PipelineStats> {
         let runs = self
             .recent_runs(pipeline, crate::stats::STATS_WINDOW)
             .await?;
-        Ok(crate::stats::PipelineStats::from_runs(pipeline, &runs))
+        let mut stats = crate::stats::PipelineStats::from_runs(pipeline, &runs);
+        let ok = self
+            .recent_successful(Some(pipeline), crate::features::HISTORY_LOOKBACK)
+            .await?;
+        stats.history = crate::features::PipelineHistory::from_runs(&ok);
+        Ok(stats)
     }
 
     /// Total number of stored runs.

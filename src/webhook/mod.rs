@@ -18,7 +18,6 @@ use anyhow::{bail, Context};
 
 use crate::admission::{Settings, DEFAULT_CONCURRENCY_ENV};
 use crate::config::{DrainSettings, Global, OptimizerSettings};
-use crate::model::ModelDir;
 use crate::optimizer::recommender::Recommender;
 use crate::optimizer::Optimizer;
 use crate::registry::{live, LiveModel, WatchConfig};
@@ -161,7 +160,7 @@ pub async fn run(global: &Global, args: WebhookArgs) -> anyhow::Result<()> {
     let server = server::spawn(args.listen, state.clone()).await?;
     tracing::info!(addr = %server.addr(), "webhook serving HTTPS");
     let watch = WatchConfig {
-        dir: ModelDir::new(&global.models_dir),
+        dir: global.model_dir()?,
         redis_url: global.redis_url.clone(),
         prefix: global.redis_prefix.clone(),
         poll: Duration::from_secs(args.model_poll_seconds.max(1)),

@@ -147,6 +147,14 @@ VALUE_SETS: dict[str, dict] = {
                          "networkPolicy": {"enabled": True}},
     # Control planes that cannot reach pod IPs: the webhook on the node's network.
     "webhook-host-network": {"webhook": {"hostNetwork": True, "port": 9443, "podAntiAffinity": "hard"}},
+    # Signed models (private key in the controller only) and a private CA for the stores.
+    "signed-models-store-tls": {
+        "modelSigning": {"signingKeySecret": "im-signing", "publicKeySecret": "im-public"},
+        "storesCA": {"existingSecret": "stores-ca", "secretKey": "root.pem"},
+    },
+    # Verifying only: the trainer (and its signing key) lives in another release.
+    "webhook-verifies-only": {"controller": {"enabled": False},
+                              "modelSigning": {"publicKeySecret": "im-public"}},
     "controller-no-batch": {"controller": {"batchJobs": False, "replicas": 1, "podAntiAffinity": "none",
                                            "leaseName": "im-leader", "allowedJobImages": ["unused:1"]},
                             "api": {"replicas": 1, "podAntiAffinity": "none"},
@@ -225,6 +233,7 @@ TEMPLATE_REJECTS = [
     ({"api": {"adminToken": {"secretName": "inframind-api-ingest"}}}, "admin token must differ"),
     ({"webhook": {"hostNetwork": True}, "createNamespace": True}, "restricted Pod Security Standard"),
     ({"webhook": {"hostNetwork": True, "port": 10250}}, "kubelet"),
+    ({"modelSigning": {"publicKeySecret": "im-public"}}, "modelSigning.signingKeySecret"),
 ]
 
 
@@ -708,7 +717,9 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
         if api_admin:
             assert seen["INFRAMIND_ADMIN_TOKEN_FILE"] != seen["INFRAMIND_INGEST_TOKEN_FILE"]
         secret_vols = {x["secret"]["secretName"] for x in spec["volumes"] if "secret" in x}
-        want_vols = {s for s, _ in files.values()}
+        # besides its tokens: the model public key and the stores' CA (checked in model_keys_and_stores_ca)
+        want_vols = {s for s, _ in files.values()} | \
+            ({v["modelSigning"]["publicKeySecret"], v["storesCA"]["existingSecret"]} - {""})
         assert secret_vols == want_vols, f"api: Secret volumes {sorted(secret_vols)}, expected exactly {sorted(want_vols)}"
         # Kubernetes access only to create TrainingJobs
         assert spec.get("automountServiceAccountToken") is bool(training_ns), \
@@ -730,6 +741,37 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
         assert cmd in notes, f"NOTES.txt lacks `{cmd}`"
         assert api["ingestToken"]["secretName"] in notes, "NOTES.txt does not name the ingest token Secret"
     c("API Deployment (args, /healthz probes, token files from the named Secrets, Service, NOTES)", api_deployment)
+
+    def model_keys_and_stores_ca():
+        ms, ca = v["modelSigning"], v["storesCA"]
+        pods = {"webhook": svc_name}
+        if ctl_on:
+            pods["controller"] = ctl_name
+        if api_on:
+            pods["api"] = api_name
+        for comp, name in pods.items():
+            spec = deployments[name]["spec"]["template"]["spec"]
+            ct = spec["containers"][0]
+            env = env_map(ct)
+            # the private key only in the controller (its training Jobs copy its pod); the others verify
+            want = {"INFRAMIND_MODEL_SIGNING_KEY_FILE": ms["signingKeySecret"] if comp == "controller" else "",
+                    "INFRAMIND_MODEL_PUBLIC_KEY_FILE": ms["publicKeySecret"] if comp != "controller" else ""}
+            for var, secret in want.items():
+                assert (var in env) == bool(secret), f"{comp}: {var} {'missing' if secret else 'set'}"
+                if secret:
+                    got = secret_file(spec, ct, env[var]["value"])
+                    assert got == (secret, ms["secretKey"]), f"{comp}: {var} reads {got}, expected {secret}/{ms['secretKey']}"
+            secrets = {x["secret"]["secretName"] for x in spec["volumes"] if "secret" in x}
+            if comp != "controller":
+                assert ms["signingKeySecret"] == "" or ms["signingKeySecret"] not in secrets, \
+                    f"{comp}: mounts the model signing key"
+            if ca["existingSecret"]:
+                got = secret_file(spec, ct, "/etc/inframind/stores-ca/ca.crt")
+                assert got == (ca["existingSecret"], ca["secretKey"]), f"{comp}: stores CA reads {got}"
+            else:
+                assert all(m["mountPath"] != "/etc/inframind/stores-ca" for m in ct.get("volumeMounts", [])), \
+                    f"{comp}: mounts a stores CA that is not configured"
+    c("model signing keys (private in the controller only) and the stores' CA", model_keys_and_stores_ca)
 
     def service():
         s = one(objs, "Service", svc_name)
@@ -1154,7 +1196,7 @@ def main() -> int:
                 if word not in str(e):
                     problems.append(f"{json.dumps(overrides)}: unhelpful error {str(e).strip()}")
         assert not problems, "; ".join(problems)
-    runner.check("templates reject min bounds above max bounds, API TLS without a Secret, one token for both roles", template_rejects)
+    runner.check("templates reject min bounds above max bounds, API TLS without a Secret, one token for both roles, verifying without signing", template_rejects)
 
     def schema_covers_values():
         schema = chart.schema

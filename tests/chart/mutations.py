@@ -124,6 +124,11 @@ MUTATIONS = [
     ("schema accepts a string for api.replicas", edit("charts/inframind/values.schema.json", '"type": "integer",\n          "description": "API replicas."', '"description": "API replicas."'), "values.schema.json rejects"),
     ("one Secret key for both API tokens", edit(T + "_helpers.tpl", "{{- if and (eq $api.adminToken.secretName $api.ingestToken.secretName) (eq $api.adminToken.key $api.ingestToken.key) }}", "{{- if false }}"), "templates reject"),
     ("undocumented API value", edit("charts/inframind/README.md", "| `api.topologySpreadConstraints` |", "| API spread |"), "README documents every value"),
+    ("the webhook mounts the model signing key", both(
+        edit(T + "webhook-deployment.yaml", '{{- with include "inframind.modelKey.mounts" (dict "ctx" $ "role" "public") }}', '{{- with include "inframind.modelKey.mounts" (dict "ctx" $ "role" "signing") }}'),
+        edit(T + "webhook-deployment.yaml", '{{- with include "inframind.modelKey.volumes" (dict "ctx" $ "role" "public") }}', '{{- with include "inframind.modelKey.volumes" (dict "ctx" $ "role" "signing") }}')),
+     "model signing keys"),
+    ("the stores' CA not mounted", edit(T + "_helpers.tpl", '{{- include "inframind.storesCA.mounts" . }}', ''), "model signing keys"),
 ]
 
 

@@ -29,6 +29,8 @@ async fn start(database_url: &str) -> TestApi {
         models_dir: dir.path().join("models"),
         redis_url: None,
         redis_prefix: "im".into(),
+        model_signing_key_file: None,
+        model_public_key_file: None,
         log_format: inframind::config::LogFormat::Text,
     };
     let state = Arc::new(ApiState::new(
@@ -357,7 +359,7 @@ async fn the_bearer_scheme_is_case_insensitive_and_odd_paths_are_decoded() {
     let body = serde_json::to_vec(&run("lower", "caf\u{e9}", 2.0)).unwrap();
     for scheme in ["bearer", "BEARER", "Bearer"] {
         let auth = format!("{scheme} {INGEST}");
-        let (status, bytes) = Site::plain(api.addr)
+        let (status, bytes) = crate::harness::Site::plain(api.addr)
             .send(
                 "POST",
                 "/v1/runs",

@@ -88,7 +88,7 @@ fn ingest_reports_rejections_and_strict_fails() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("im.db").display());
     let file = dir.path().join("runs.csv");
-    std::fs::write(&file, "pipeline,cpu_req,mem_req_gb,concurrency,duration_s,success,extra\na,2,4,2,100,1,x\na,2,4,2,-5,1,y\n").unwrap();
+    std::fs::write(&file, "pipeline,cpu_req,mem_req_gb,concurrency,duration_s,success,started_at,extra\na,2,4,2,100,1,1764000000,x\na,2,4,2,-5,1,1764000000,y\n").unwrap();
     let out = inframind(dir.path(), &db, &["ingest", file.to_str().unwrap()]);
     assert!(ok(&out).contains("accepted 1, rejected 1, duplicates 0"));
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -254,6 +254,7 @@ impl Env {
             models_dir: self.models(),
             redis_url: Some(redis_url()),
             redis_prefix: self.prefix.clone(),
+            model_keys: Default::default(),
             field_manager: FIELD_MANAGER.into(),
             identity: "controller-0".into(),
             job_template: None,
@@ -328,7 +329,8 @@ fn small_spec() -> TrainingJobSpec {
         },
         gates: Gates {
             max_mae_seconds: 10_000.0,
-            min_r2: 0.5,
+            min_r2: Some(0.5),
+            min_rank_accuracy: 0.6,
             must_beat_active: true,
         },
         ..Default::default()
@@ -411,7 +413,18 @@ async fn first_reconcile_trains_and_promotes_and_the_same_generation_is_never_re
         m.random_holdout.mae_seconds, m.mae_seconds,
         "random split is served"
     );
-    assert_eq!(done.gates.len(), 3);
+    assert!(m.rank_accuracy.unwrap() > 0.6, "{m:?}");
+    assert!(m.random_holdout.rank_pairs > 0);
+    let gates: Vec<_> = done.gates.iter().map(|g| g.gate.as_str()).collect();
+    assert_eq!(
+        gates,
+        [
+            "maxMaeSeconds",
+            "minR2",
+            "minRankAccuracy",
+            "mustBeatActive"
+        ]
+    );
     assert!(done.gates.iter().all(|g| g.passed), "{:#?}", done.gates);
     assert!(done.failed_gate.is_none());
     assert_eq!(cond(&done, TRAINED), ("True", "Trained"));
@@ -501,10 +514,10 @@ async fn a_model_failing_its_gates_is_stored_but_not_promoted() {
         .iter()
         .find(|g| g.gate == "mustBeatActive")
         .unwrap();
-    assert_eq!(
-        beat.threshold,
-        done.metrics.as_ref().unwrap().active_mae_seconds
-    );
+    // Both models rank pairs on those rows, so the comparison is by rank accuracy.
+    let active_rank = done.metrics.as_ref().unwrap().active_rank_accuracy;
+    assert!(active_rank.is_some());
+    assert_eq!(beat.threshold, active_rank);
     assert!(beat.message.contains("model_v20200101_000000"));
     assert_eq!(cond(&done, GATES_PASSED), ("False", "GateFailed"));
     assert_eq!(cond(&done, PROMOTED), ("False", "GatesFailed"));

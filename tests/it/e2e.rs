@@ -187,6 +187,8 @@ async fn admitted_builds_are_recorded_retrained_on_and_the_next_admission_uses_t
         models_dir: dir.path().join("controller"),
         redis_url: Some(redis_url()),
         redis_prefix: prefix.clone(),
+        model_signing_key_file: None,
+        model_public_key_file: None,
         log_format: inframind::config::LogFormat::Text,
     };
     let ctx = inframind::api::in_process_training(&global).unwrap();

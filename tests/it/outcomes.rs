@@ -134,14 +134,16 @@ async fn finished_build_pods_become_rows_once_even_across_restarts() {
             ok.cpu_req,
             ok.mem_req_gb
         ),
-        (true, false, 250.0, "m5.2xlarge", 6, 4.0, 8.0)
+        // The pods asked for no node type (annotation `unknown`): that, not the node they
+        // landed on, is what admission knew and what the model is trained on.
+        (true, false, 250.0, "unknown", 6, 4.0, 8.0)
     );
     let oom = by_id("pod-uid-2");
     assert_eq!(
         (oom.success, oom.oom_killed, oom.retry_count),
         (false, true, 1)
     );
-    assert_eq!(by_id("pod-uid-3").node, "c6i.4xlarge");
+    assert_eq!(by_id("pod-uid-3").node, "unknown");
     // The optimizer's stats see the OOM.
     let stats = store.pipeline_stats("acme/api").await.unwrap();
     assert_eq!(stats.ooms.len(), 1);

@@ -70,6 +70,8 @@ async fn start() -> Api {
         redis_url: None,
         redis_prefix: "im".into(),
         log_format: inframind::config::LogFormat::Text,
+        model_signing_key_file: None,
+        model_public_key_file: None,
     };
     let mut state = ApiState::new(
         url,

@@ -102,14 +102,14 @@ async fn counting_runs_since_a_time_uses_ingestion_time() {
 
 #[tokio::test]
 async fn ingestion_rejects_bad_rows_with_their_field_and_keeps_the_rest() {
-    let jsonl = r#"{"pipeline":"a","cpu_req":2,"mem_req_gb":4,"concurrency":2,"duration_s":100,"success":1,"run_id":"r1","colour":"red"}
-{"pipeline":"a","cpu_req":-2,"mem_req_gb":4,"concurrency":2,"duration_s":100,"success":1}
+    let jsonl = r#"{"pipeline":"a","cpu_req":2,"mem_req_gb":4,"concurrency":2,"duration_s":100,"success":1,"started_at":1764000000,"run_id":"r1","colour":"red"}
+{"pipeline":"a","cpu_req":-2,"mem_req_gb":4,"concurrency":2,"duration_s":100,"success":1,"started_at":1764000000}
 not json
-{"pipeline":"a","cpu_req":2,"mem_req_gb":4,"concurrency":2,"duration_s":100,"success":1,"cache_hit_ratio":2}
-{"pipeline":"a","cpu_req":2,"mem_req_gb":4,"concurrency":2,"duration_s":100,"success":1,"run_id":"r1"}
-{"pipeline":"a","cpu_req":3,"mem_req_gb":4,"concurrency":2,"duration_s":90,"success":0,"run_id":"r2"}
+{"pipeline":"a","cpu_req":2,"mem_req_gb":4,"concurrency":2,"duration_s":100,"success":1,"started_at":1764000000,"cache_hit_ratio":2}
+{"pipeline":"a","cpu_req":2,"mem_req_gb":4,"concurrency":2,"duration_s":100,"success":1,"started_at":1764000000,"run_id":"r1"}
+{"pipeline":"a","cpu_req":3,"mem_req_gb":4,"concurrency":2,"duration_s":90,"success":0,"started_at":1764000000,"run_id":"r2"}
 "#;
-    let csv = "pipeline,cpu_req,mem_req_gb,concurrency,duration_s,success,run_id\nb,2,4,2,100,1,c1\nb,2,4,0,100,1,c2\nb,2,4,2,100,1,c1\n";
+    let csv = "pipeline,cpu_req,mem_req_gb,concurrency,duration_s,success,run_id,started_at\nb,2,4,2,100,1,c1,1764000000\nb,2,4,0,100,1,c2,1764000000\nb,2,4,2,100,1,c1,1764000000\n";
     for (store, _keep) in both_stores().await {
         let report = ingest_rows(&store, parse_json_lines(jsonl), t0())
             .await

@@ -235,6 +235,7 @@ API for POST /v1/recommendations.
 - name: tmp
   emptyDir:
     sizeLimit: 64Mi
+{{- include "inframind.storesCA.volumes" . }}
 {{- end }}
 
 {{- define "inframind.commonVolumeMounts" -}}
@@ -242,6 +243,7 @@ API for POST /v1/recommendations.
   mountPath: /var/lib/inframind/models
 - name: tmp
   mountPath: /tmp
+{{- include "inframind.storesCA.mounts" . }}
 {{- end }}
 
 {{/*
