@@ -7,6 +7,8 @@
 //!   may contain `/`).
 //! - `POST /v1/recommendations`: the optimizer's decision for `{pipeline, branch, image, node,
 //!   seed}` with the store's stats and the active model.
+//! - `GET /v1/savings?pipeline=P&since=7d`: realized savings, builds InfraMind changed against
+//!   the holdout group (see `savings`).
 //! - `POST /v1/train` (admin token only; the design's admin `POST /train`): creates a
 //!   TrainingJob when `--training-namespace` is set, else runs one in this process; the body is an
 //!   optional TrainingJob spec.
@@ -121,6 +123,11 @@ impl TokenFile {
         token
     }
 
+    /// The token as it is now (re-read when the file changed).
+    pub fn current_token(&self) -> String {
+        self.current()
+    }
+
     /// Whether `presented` is this token (constant time in the token's length).
     pub fn matches(&self, presented: &str) -> bool {
         let want = self.current();
@@ -167,6 +174,12 @@ pub struct ApiState {
     pub job_policy: JobPolicy,
     /// False while draining: `/readyz` answers 503 so the Service stops sending.
     pub ready: std::sync::atomic::AtomicBool,
+    /// Prices the savings report costs builds at (the optimizer's cost-objective prices).
+    pub prices: crate::savings::Prices,
+    /// Where model versions are (the dashboard's models page); none: the page lists nothing.
+    pub models_dir: Option<crate::model::ModelDir>,
+    /// The API's own metrics (`/metrics`).
+    pub metrics: Arc<crate::api_metrics::ApiMetrics>,
 }
 
 impl ApiState {
@@ -191,6 +204,9 @@ impl ApiState {
             training,
             job_policy: JobPolicy::default(),
             ready: std::sync::atomic::AtomicBool::new(true),
+            prices: crate::savings::Prices::default(),
+            models_dir: None,
+            metrics: Arc::new(crate::api_metrics::ApiMetrics::new()),
         }
     }
 
@@ -213,6 +229,22 @@ impl ApiState {
             }
             Ok(Err(e)) => Err(unavailable(&e.to_string())),
             Err(_) => Err(unavailable("the telemetry store did not answer in time")),
+        }
+    }
+
+    /// The store's runs since `since` ago: 503 response on failure.
+    pub(crate) async fn runs_since(
+        &self,
+        pipeline: Option<&str>,
+        since: chrono::DateTime<Utc>,
+    ) -> Result<Vec<crate::record::RunRecord>, warp::reply::Response> {
+        let store = self.store().await?;
+        match store.runs_since(pipeline, since).await {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                self.reset_store().await;
+                Err(unavailable(&e.to_string()))
+            }
         }
     }
 
@@ -384,6 +416,31 @@ async fn post_recommendation(state: Arc<ApiState>, body: Bytes) -> warp::reply::
     warp::reply::json(&decision).into_response()
 }
 
+/// The savings report for a query (`pipeline`, `since` such as `7d`).
+async fn get_savings(
+    state: Arc<ApiState>,
+    query: std::collections::HashMap<String, String>,
+) -> warp::reply::Response {
+    let period = match crate::savings::parse_period(query.get("since").map_or("7d", String::as_str))
+    {
+        Ok(p) => p,
+        Err(reason) => return error(StatusCode::BAD_REQUEST, &format!("since: {reason}")),
+    };
+    let since = Utc::now() - period;
+    let runs = match state
+        .runs_since(query.get("pipeline").map(String::as_str), since)
+        .await
+    {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let cfg = crate::savings::SavingsConfig {
+        prices: state.prices,
+        ..Default::default()
+    };
+    warp::reply::json(&crate::savings::report(&runs, since, &cfg)).into_response()
+}
+
 async fn post_train(state: Arc<ApiState>, body: Bytes) -> warp::reply::Response {
     let spec: TrainingJobSpec = if body.iter().all(u8::is_ascii_whitespace) {
         match serde_json::from_value(json!({})) {
@@ -473,6 +530,17 @@ pub fn routes(
     state: Arc<ApiState>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone {
     let max = state.max_body;
+    let dashboard = crate::dashboard::routes(state.clone());
+    let metrics = state.metrics.clone();
+    let metrics_page = warp::path!("metrics").and(warp::get()).map(move || {
+        warp::reply::with_header(
+            metrics.render(),
+            "content-type",
+            crate::api_metrics::CONTENT_TYPE,
+        )
+        .into_response()
+    });
+    let observed = state.metrics.clone();
     let with_state = warp::any().map(move || state.clone());
     let auth = with_state
         .clone()
@@ -508,6 +576,11 @@ pub fn routes(
         .and(auth.clone())
         .and(capped_body(max))
         .then(|s, _c: Caller, body| post_recommendation(s, body));
+    let savings = warp::path!("v1" / "savings")
+        .and(warp::get())
+        .and(auth.clone())
+        .and(warp::query::<std::collections::HashMap<String, String>>())
+        .then(|s, _c: Caller, q| get_savings(s, q));
     let train = warp::path!("v1" / "train")
         .and(warp::post())
         .and(auth)
@@ -538,12 +611,20 @@ pub fn routes(
         .unify()
         .or(train)
         .unify()
+        .or(savings)
+        .unify()
         .or(healthz)
         .unify()
         .or(readyz)
         .unify()
+        .or(dashboard)
+        .unify()
+        .or(metrics_page)
+        .unify()
         .recover(|rej: warp::Rejection| async move {
-            let resp = if let Some(d) = rej.find::<Denied>() {
+            let resp = if rej.find::<crate::dashboard::NotSignedIn>().is_some() {
+                crate::dashboard::to_login()
+            } else if let Some(d) = rej.find::<Denied>() {
                 d.0.lock()
                     .ok()
                     .and_then(|mut r| r.take())
@@ -558,6 +639,14 @@ pub fn routes(
             Ok::<_, std::convert::Infallible>(resp)
         })
         .unify()
+        .with(warp::log::custom(move |info| {
+            observed.observe(
+                info.path(),
+                info.status().as_u16(),
+                info.elapsed().as_secs_f64(),
+            )
+        }))
+        .map(Reply::into_response)
 }
 
 /// A refusal carrying its response (authentication, body limits).
@@ -570,7 +659,7 @@ impl std::fmt::Debug for Denied {
 impl warp::reject::Reject for Denied {}
 
 /// A path segment's percent-encoding decoded (invalid UTF-8 replaced, never a panic).
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     percent_encoding::percent_decode_str(s)
         .decode_utf8_lossy()
         .into_owned()
@@ -649,18 +738,19 @@ pub async fn run(global: &Global, args: ApiArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let job_policy = JobPolicy::new(&args.job_allowed_images, &args.job_allowed_service_accounts);
-    let state = Arc::new(
-        ApiState::new(
-            global.database_url.clone(),
-            ingest,
-            admin,
-            live,
-            Recommender::new(Optimizer::new(args.optimizer.config()?)),
-            args.max_body_bytes,
-            training,
-        )
-        .with_job_policy(job_policy),
-    );
+    let mut state = ApiState::new(
+        global.database_url.clone(),
+        ingest,
+        admin,
+        live,
+        Recommender::new(Optimizer::new(args.optimizer.config()?)),
+        args.max_body_bytes,
+        training,
+    )
+    .with_job_policy(job_policy);
+    state.prices = crate::savings::Prices::from_optimizer(&args.optimizer);
+    state.models_dir = Some(global.model_dir()?);
+    let state = Arc::new(state);
     let server = spawn(args.listen, tls, state.clone()).await?;
     tracing::info!(addr = %server.addr(), "InfraMind API serving");
     server

@@ -29,14 +29,17 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// How results are printed.
+/// How results are printed (`-o table|json|yaml`).
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, Default)]
 pub enum Output {
-    /// Human-readable text.
+    /// A human-readable table (`text` is accepted too).
     #[default]
-    Text,
+    #[value(alias = "text")]
+    Table,
     /// JSON.
     Json,
+    /// YAML.
+    Yaml,
 }
 
 /// Subcommands.
@@ -51,6 +54,8 @@ pub enum Command {
     Models(ModelsCommand),
     /// Show a model's feature importances and metrics.
     Explain(ExplainArgs),
+    /// Realized savings: builds InfraMind changed against the holdout (control) group.
+    Savings(SavingsArgs),
     /// Write simulated build telemetry to a file (JSON lines or CSV).
     Simulate(SimulateArgs),
     /// Work with the feature matrix training sees.
@@ -94,7 +99,7 @@ pub struct RecommendArgs {
     #[command(flatten)]
     pub optimizer: OptimizerSettings,
     /// Output format.
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(short, long, value_enum, default_value_t)]
     pub output: Output,
 }
 
@@ -107,7 +112,7 @@ pub struct IngestArgs {
     #[arg(long)]
     pub strict: bool,
     /// Output format.
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(short, long, value_enum, default_value_t)]
     pub output: Output,
 }
 
@@ -189,7 +194,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "NAMESPACE/NAME")]
     pub training_job: Option<String>,
     /// Output format.
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(short, long, value_enum, default_value_t)]
     pub output: Output,
 }
 
@@ -199,7 +204,7 @@ pub enum ModelsCommand {
     /// List model versions with their metrics (`*` marks the active one).
     List {
         /// Output format.
-        #[arg(long, value_enum, default_value_t)]
+        #[arg(short, long, value_enum, default_value_t)]
         output: Output,
     },
     /// Make a version active (after verifying its artifact).
@@ -221,8 +226,32 @@ pub struct ExplainArgs {
     /// How many features to show.
     #[arg(long, default_value_t = 10)]
     pub top: usize,
+    /// Also show how the predicted duration of this pipeline's next build moves with concurrency
+    /// and cpu around its last config (a table, and an SVG written to --plot).
+    #[arg(long)]
+    pub pipeline: Option<String>,
+    /// Where the duration-vs-config SVG goes (default `explain-<pipeline>.svg`).
+    #[arg(long, requires = "pipeline")]
+    pub plot: Option<PathBuf>,
     /// Output format.
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(short, long, value_enum, default_value_t)]
+    pub output: Output,
+}
+
+/// `savings` arguments.
+#[derive(Debug, Args)]
+pub struct SavingsArgs {
+    /// Only this pipeline.
+    #[arg(long)]
+    pub pipeline: Option<String>,
+    /// The period: builds started in the last `7d`, `24h`, `90m`, `2w`.
+    #[arg(long, default_value = "7d", value_parser = crate::savings::parse_period)]
+    pub since: chrono::Duration,
+    /// Prices (the optimizer's cost-objective prices) and other optimizer settings.
+    #[command(flatten)]
+    pub optimizer: OptimizerSettings,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t)]
     pub output: Output,
 }
 
@@ -238,6 +267,11 @@ pub struct SimulateArgs {
     /// Output file (`.jsonl` or `.csv`; with `--closed-loop`, the `.svg` regret plot).
     #[arg(long)]
     pub out: PathBuf,
+    /// Simulate a week of a controlled rollout instead (about 750 builds, `--runs` is ignored):
+    /// a known right-sizing policy applied to all builds but this share, which is left as
+    /// requested and tagged holdout, as the webhook's `--holdout-rate` does.
+    #[arg(long)]
+    pub holdout_rate: Option<f64>,
     /// A CI-like history: overlapping builds of a pipeline, pods without a branch or a node
     /// selector.
     #[arg(long)]
@@ -293,7 +327,8 @@ pub async fn run(global: &Global, command: Command) -> anyhow::Result<()> {
         Command::Ingest(a) => ingest(global, a).await,
         Command::Train(a) => train(global, a).await,
         Command::Models(cmd) => models(global, cmd).await,
-        Command::Explain(a) => explain(global, a),
+        Command::Explain(a) => explain(global, a).await,
+        Command::Savings(a) => savings(global, a).await,
         Command::Simulate(a) => simulate(a),
         Command::Features(FeaturesCommand::Export(a)) => export_features(global, a).await,
         Command::Quickstart(a) => quickstart(global, a).await,
@@ -320,6 +355,15 @@ async fn connect(global: &Global) -> anyhow::Result<Store> {
 
 fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// Prints `v` as JSON or YAML (the table form is each command's own).
+fn print_data<T: serde::Serialize>(output: Output, v: &T) -> anyhow::Result<()> {
+    match output {
+        Output::Yaml => print!("{}", serde_yaml::to_string(v)?),
+        _ => print_json(v)?,
+    }
     Ok(())
 }
 
@@ -352,8 +396,8 @@ async fn ingest(global: &Global, a: IngestArgs) -> anyhow::Result<()> {
     let store = connect(global).await?;
     let report = ingest_rows(&store, rows, Utc::now()).await?;
     match a.output {
-        Output::Json => print_json(&report)?,
-        Output::Text => print_ingest_report(&report),
+        Output::Json | Output::Yaml => print_data(a.output, &report)?,
+        Output::Table => print_ingest_report(&report),
     }
     if a.strict && !report.rejected.is_empty() {
         bail!("{} rows were rejected", report.rejected.len());
@@ -451,26 +495,35 @@ async fn train(global: &Global, a: TrainArgs) -> anyhow::Result<()> {
     }
     let store = connect(global).await?;
     let registry = open_registry(global).await?;
-    let meta = train_with_progress(global, &store, &a.options.spec()).await?;
+    let spec = a.options.spec();
+    let meta = train_with_progress(global, &store, &spec).await?;
     let (model, meta) = registry.dir().load(&meta.version)?;
     registry.publish(&model, &meta).await?;
+    let plot = write_holdout_plot(&store, registry.dir(), &model, &meta, &spec).await;
     let previous = if a.promote {
         registry.promote(&meta.version).await?
     } else {
         None
     };
     match a.output {
-        Output::Json => print_json(&serde_json::json!({
-            "version": meta.version,
-            "random_holdout": meta.random_holdout,
-            "temporal_holdout": meta.temporal_holdout,
-            "rows": meta.window.rows,
-            "sha256": meta.sha256,
-            "promoted": a.promote,
-            "previous": previous,
-        }))?,
-        Output::Text => {
+        Output::Json | Output::Yaml => print_data(
+            a.output,
+            &serde_json::json!({
+                "version": meta.version,
+                "random_holdout": meta.random_holdout,
+                "temporal_holdout": meta.temporal_holdout,
+                "rows": meta.window.rows,
+                "sha256": meta.sha256,
+                "promoted": a.promote,
+                "previous": previous,
+            }),
+        )?,
+        Output::Table => {
             print_metrics(&meta);
+            match &plot {
+                Ok(path) => println!("predicted vs actual on the holdout: {}", path.display()),
+                Err(e) => eprintln!("warning: no holdout plot: {e:#}"),
+            }
             if a.promote {
                 println!(
                     "promoted {} (previous: {})",
@@ -483,14 +536,39 @@ async fn train(global: &Global, a: TrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes `<version>.svg` next to the artifact: the served split's holdout, predicted against
+/// actual (the window is read again; it matches the trained one unless runs arrived meanwhile).
+async fn write_holdout_plot(
+    store: &Store,
+    dir: &crate::model::ModelDir,
+    model: &crate::model::Model,
+    meta: &ModelMeta,
+    spec: &TrainingSpec,
+) -> anyhow::Result<PathBuf> {
+    let (warmup, window) = crate::training::load_training_data(store, spec).await?;
+    let pairs = crate::training::holdout_pairs(model, meta, &warmup, &window, spec);
+    let title = format!(
+        "{}: predicted vs actual on the {:?} holdout (MAE {:.1}s, R² {:.3})",
+        meta.version,
+        meta.split,
+        meta.metrics().mae_s,
+        meta.metrics().r2
+    );
+    let chart = crate::plots::predicted_vs_actual(&title, &pairs);
+    let svg = crate::plots::svg(&chart, (720, 720))?;
+    let path = dir.path().join(format!("{}.svg", meta.version));
+    std::fs::write(&path, svg).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
 async fn models(global: &Global, cmd: ModelsCommand) -> anyhow::Result<()> {
     let registry = open_registry(global).await?;
     match cmd {
         ModelsCommand::List { output } => {
             let listed = registry.list().await?;
             match output {
-                Output::Json => print_json(&listed)?,
-                Output::Text => {
+                Output::Json | Output::Yaml => print_data(output, &listed)?,
+                Output::Table => {
                     if listed.is_empty() {
                         println!("no models yet");
                     }
@@ -530,26 +608,153 @@ async fn models(global: &Global, cmd: ModelsCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn explain(global: &Global, a: ExplainArgs) -> anyhow::Result<()> {
+async fn explain(global: &Global, a: ExplainArgs) -> anyhow::Result<()> {
     let dir = global.model_dir()?;
-    let meta = match a.version {
-        Some(v) => dir.load(&v)?.1,
+    let (model, meta) = match &a.version {
+        Some(v) => dir.load(v)?,
         None => match dir.latest_valid()? {
-            Some((_, m)) => m,
+            Some(found) => found,
             None => bail!(
                 "no valid model in {}: run `inframind train` first",
                 global.models_dir.display()
             ),
         },
     };
+    let curves = match &a.pipeline {
+        Some(p) => Some(explain_curves(global, &model, p).await?),
+        None => None,
+    };
+    let plot = match (&a.pipeline, &curves) {
+        (Some(p), Some(c)) => {
+            let path = a.plot.clone().unwrap_or_else(|| {
+                PathBuf::from(format!("explain-{}.svg", p.replace(['/', ' '], "_")))
+            });
+            let svg = crate::plots::svg(&curves_chart(p, c), (720, 480))?;
+            std::fs::write(&path, svg).with_context(|| format!("writing {}", path.display()))?;
+            Some(path)
+        }
+        _ => None,
+    };
     match a.output {
-        Output::Json => print_json(
-            &serde_json::json!({"version": meta.version, "importances": meta.importances.iter().take(a.top).collect::<Vec<_>>()}),
+        Output::Json | Output::Yaml => print_data(
+            a.output,
+            &serde_json::json!({"version": meta.version, "importances": meta.importances.iter().take(a.top).collect::<Vec<_>>(),
+                                "curves": curves, "plot": plot}),
         )?,
-        Output::Text => {
+        Output::Table => {
             print_metrics(&meta);
             print_importances(&meta, a.top);
+            if let (Some(c), Some(path)) = (&curves, &plot) {
+                print_curves(c);
+                println!("plot: {}", path.display());
+            }
         }
+    }
+    Ok(())
+}
+
+/// The duration-vs-concurrency and duration-vs-cpu curves of `pipeline`'s next build on the
+/// branch, image and node of its last successful build, around that build's config.
+async fn explain_curves(
+    global: &Global,
+    model: &crate::model::Model,
+    pipeline: &str,
+) -> anyhow::Result<Vec<crate::partial_dependence::Curve>> {
+    use crate::partial_dependence::{curve, default_values, Knob};
+    let store = connect(global).await?;
+    let runs = store
+        .recent_runs(pipeline, crate::stats::STATS_WINDOW)
+        .await?;
+    let Some(last) = runs.iter().rev().find(|r| r.success) else {
+        bail!("pipeline {pipeline} has no successful build to start from");
+    };
+    if !model.encodings.knows_pipeline(pipeline) {
+        eprintln!(
+            "warning: model {} has not seen pipeline {pipeline}: its curves are generic",
+            model.version
+        );
+    }
+    let ctx = BuildContext {
+        pipeline: pipeline.to_string(),
+        branch: last.branch.clone(),
+        image: last.image.clone(),
+        node: last.node.clone(),
+    };
+    let base = last.config();
+    let now = Utc::now();
+    Ok([Knob::Concurrency, Knob::Cpu]
+        .into_iter()
+        .map(|k| curve(model, &runs, &ctx, base, k, &default_values(k, &base), now))
+        .collect())
+}
+
+fn curves_chart(
+    pipeline: &str,
+    curves: &[crate::partial_dependence::Curve],
+) -> crate::plots::Chart {
+    let colors = [(31, 119, 180), (214, 39, 40)];
+    crate::plots::Chart {
+        title: format!(
+            "{pipeline}: predicted duration around {}",
+            describe(&curves[0].baseline)
+        ),
+        x_label: "concurrency (jobs) or cpu (vCPU), the other knobs at the baseline".into(),
+        y_label: "predicted duration (s)".into(),
+        x_is_days: false,
+        diagonal: false,
+        series: curves
+            .iter()
+            .zip(colors)
+            .map(|(c, color)| crate::plots::Series {
+                name: format!("vs {}", c.knob.as_str()),
+                color,
+                mark: crate::plots::Mark::Line,
+                points: c.points.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn print_curves(curves: &[crate::partial_dependence::Curve]) {
+    println!(
+        "predicted duration around {} (other knobs held):",
+        describe(&curves[0].baseline)
+    );
+    let header: String = curves
+        .iter()
+        .map(|c| format!(" {:>14}", format!("vs {}", c.knob.as_str())))
+        .collect();
+    println!("  {:>6}{header}", "value");
+    let n = curves.iter().map(|c| c.points.len()).max().unwrap_or(0);
+    for i in 0..n {
+        let value = curves
+            .iter()
+            .find_map(|c| c.points.get(i).map(|p| p.0))
+            .unwrap_or_default();
+        let cells: String = curves
+            .iter()
+            .map(|c| {
+                c.points
+                    .get(i)
+                    .map_or_else(|| format!(" {:>14}", "-"), |p| format!(" {:>13.0}s", p.1))
+            })
+            .collect();
+        println!("  {value:>6}{cells}");
+    }
+}
+
+async fn savings(global: &Global, a: SavingsArgs) -> anyhow::Result<()> {
+    let store = connect(global).await?;
+    let since = Utc::now() - a.since;
+    let runs = store.runs_since(a.pipeline.as_deref(), since).await?;
+    let cfg = crate::savings::SavingsConfig {
+        prices: crate::savings::Prices::from_optimizer(&a.optimizer),
+        ..Default::default()
+    };
+    let report = crate::savings::report(&runs, since, &cfg);
+    match a.output {
+        Output::Json | Output::Yaml => print_data(a.output, &report)?,
+        Output::Table => print!("{}", crate::savings::table(&report)),
     }
     Ok(())
 }
@@ -602,10 +807,17 @@ fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
     if a.closed_loop {
         return closed_loop(a);
     }
-    let runs = if a.ci {
-        crate::simulate::ci_runs(a.runs, Utc::now(), a.seed)
-    } else {
-        crate::simulate::demo_runs(a.runs, Utc::now(), a.seed)
+    let runs = match a.holdout_rate {
+        Some(rate) => {
+            let rate =
+                crate::admission::holdout::validate_rate(rate).map_err(anyhow::Error::msg)?;
+            crate::simulate::controlled_week(Utc::now(), a.seed, rate, &crate::simulate::right_size)
+                .into_iter()
+                .map(|r| r.record)
+                .collect()
+        }
+        None if a.ci => crate::simulate::ci_runs(a.runs, Utc::now(), a.seed),
+        None => crate::simulate::demo_runs(a.runs, Utc::now(), a.seed),
     };
     let ext = a.out.extension().and_then(|e| e.to_str()).unwrap_or("");
     let text = match ext {
@@ -796,8 +1008,8 @@ async fn recommend(global: &Global, a: RecommendArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| Recommender::seed(&uuid::Uuid::new_v4().to_string()));
     let d = decide(global, &ctx, &recommender, seed).await?;
     match a.output {
-        Output::Json => print_json(&d)?,
-        Output::Text => print_decision(&d),
+        Output::Json | Output::Yaml => print_data(a.output, &d)?,
+        Output::Table => print_decision(&d),
     }
     Ok(())
 }

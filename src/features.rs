@@ -355,6 +355,8 @@ mod tests {
             retry_count: 0,
             oom_killed: false,
             started_at: Utc.timestamp_opt(T0 + minute * 60, 0).unwrap(),
+            decision: None,
+            predicted_duration_s: None,
         }
     }
 

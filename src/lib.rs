@@ -5,11 +5,13 @@
 
 pub mod admission;
 pub mod api;
+pub mod api_metrics;
 pub mod cli;
 pub mod client;
 pub mod closed_loop;
 pub mod config;
 pub mod controller;
+pub mod dashboard;
 pub mod error;
 pub mod evaluation;
 pub mod features;
@@ -18,9 +20,12 @@ pub mod kube_time;
 pub mod model;
 pub mod optimizer;
 pub mod outcome;
+pub mod partial_dependence;
+pub mod plots;
 pub mod record;
 pub mod registry;
 pub mod reporter;
+pub mod savings;
 pub mod serving;
 pub mod signing;
 pub mod simulate;

@@ -12,8 +12,7 @@ use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
 
 use crate::admission::contract;
 use crate::admission::quantity::{parse_cpu, parse_mem_gb};
-use crate::record::RunRecord;
-use crate::record::UNKNOWN;
+use crate::record::{DecisionTag, RunRecord, UNKNOWN};
 
 /// Label the webhook puts on every pod it decided on; the watcher selects on it.
 pub use crate::admission::contract::MANAGED_LABEL;
@@ -30,6 +29,16 @@ fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
         .get(key)
         .map(String::as_str)
         .filter(|s| !s.is_empty())
+}
+
+/// The decision tag the webhook annotated: `applied` with `explored: true` is an exploration.
+pub fn decision_tag(pod: &Pod) -> Option<DecisionTag> {
+    let tag = DecisionTag::parse(annotation(pod, contract::DECISION_ANNOTATION)?)?;
+    let explored = annotation(pod, contract::EXPLORED) == Some("true");
+    Some(match tag {
+        DecisionTag::Applied if explored => DecisionTag::Explored,
+        other => other,
+    })
 }
 
 /// Concurrency from the container's env, by the contract's one rule (the same admission used).
@@ -147,6 +156,10 @@ fn describe(
         retry_count: restarts,
         oom_killed: term.reason.as_deref() == Some("OOMKilled"),
         started_at: started,
+        decision: decision_tag(pod),
+        predicted_duration_s: annotation(pod, contract::PREDICTED_DURATION)
+            .and_then(|p| p.parse::<f64>().ok())
+            .filter(|p| p.is_finite() && *p >= 0.0),
     })
 }
 
@@ -197,8 +210,32 @@ mod tests {
         assert_eq!(run.duration_s, 312.0);
         assert!(run.success && !run.oom_killed);
         assert_eq!(run.started_at.to_rfc3339(), "2026-11-27T10:00:05+00:00");
+        assert_eq!(run.decision, Some(DecisionTag::Applied));
+        assert_eq!(run.predicted_duration_s, None);
         // The row passes the same validation as any ingested row.
         crate::record::validate_row(&crate::record::to_raw_row(&run), Utc::now()).unwrap();
+    }
+
+    #[test]
+    fn holdout_and_explored_builds_are_tagged_with_their_prediction() {
+        let mut pod = finished_pod(0, "Completed", 0);
+        let notes = pod.metadata.annotations.as_mut().unwrap();
+        notes.insert(contract::DECISION_ANNOTATION.into(), "holdout".into());
+        notes.insert(contract::PREDICTED_DURATION.into(), "281".into());
+        let run = run_from_pod(&pod, None).unwrap().unwrap();
+        assert_eq!(
+            (run.decision, run.predicted_duration_s),
+            (Some(DecisionTag::Holdout), Some(281.0))
+        );
+        let notes = pod.metadata.annotations.as_mut().unwrap();
+        notes.insert(contract::DECISION_ANNOTATION.into(), "applied".into());
+        notes.insert(contract::EXPLORED.into(), "true".into());
+        notes.insert(contract::PREDICTED_DURATION.into(), "".into());
+        let run = run_from_pod(&pod, None).unwrap().unwrap();
+        assert_eq!(
+            (run.decision, run.predicted_duration_s),
+            (Some(DecisionTag::Explored), None)
+        );
     }
 
     #[test]

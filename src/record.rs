@@ -30,6 +30,8 @@ pub const KNOWN_FIELDS: &[&str] = &[
     "retry_count",
     "oom_killed",
     "started_at",
+    "decision",
+    "predicted_duration_s",
     "finished_at",
 ];
 
@@ -41,6 +43,60 @@ pub const DEFAULT_BRANCH: &str = UNKNOWN;
 pub const FUTURE_TOLERANCE_HOURS: i64 = 24;
 /// Placeholder for an unknown image or node type.
 pub const UNKNOWN: &str = "unknown";
+
+/// What InfraMind did to a build's pod: the tag savings are computed from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum DecisionTag {
+    /// Resources and concurrency were changed to the recommendation.
+    Applied,
+    /// The control group: decided, annotated, but left as requested.
+    Holdout,
+    /// Annotated with what would change, left as requested.
+    DryRun,
+    /// Left as requested (cold start, opted out, or nothing to act on).
+    Unchanged,
+    /// Changed to an exploratory config.
+    Explored,
+}
+
+impl DecisionTag {
+    /// Every tag, in display order.
+    pub const ALL: [DecisionTag; 5] = [
+        DecisionTag::Applied,
+        DecisionTag::Explored,
+        DecisionTag::Holdout,
+        DecisionTag::DryRun,
+        DecisionTag::Unchanged,
+    ];
+
+    /// The tag as stored and annotated.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecisionTag::Applied => "applied",
+            DecisionTag::Holdout => "holdout",
+            DecisionTag::DryRun => "dry-run",
+            DecisionTag::Unchanged => "unchanged",
+            DecisionTag::Explored => "explored",
+        }
+    }
+
+    /// Parses a stored or annotated tag.
+    pub fn parse(s: &str) -> Option<DecisionTag> {
+        DecisionTag::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    /// Whether the pod ran with InfraMind's config (the treatment arm of the savings comparison).
+    pub fn changed_the_pod(self) -> bool {
+        matches!(self, DecisionTag::Applied | DecisionTag::Explored)
+    }
+}
+
+impl std::fmt::Display for DecisionTag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// One finished build, validated.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -83,6 +139,13 @@ pub struct RunRecord {
     pub oom_killed: bool,
     /// When the build started.
     pub started_at: DateTime<Utc>,
+    /// What InfraMind did to the pod, when it decided on it.
+    #[serde(default)]
+    pub decision: Option<DecisionTag>,
+    /// The duration InfraMind predicted for its recommended config, seconds (the config the
+    /// build ran with when applied; compared with the actual duration for calibration).
+    #[serde(default)]
+    pub predicted_duration_s: Option<f64>,
 }
 
 impl RunRecord {
@@ -284,6 +347,16 @@ pub fn validate_row(row: &RawRow, now: DateTime<Utc>) -> Result<RunRecord, Field
     }
     let avg_step_duration_s =
         number(row, "avg_step_duration_s")?.or_else(|| num_steps.map(|n| duration_s / n as f64));
+    let decision = match text(row, "decision")? {
+        None => None,
+        Some(t) => Some(DecisionTag::parse(&t).ok_or_else(|| {
+            err(
+                "decision",
+                format!("`{t}` is not one of applied, holdout, dry-run, unchanged, explored"),
+            )
+        })?),
+    };
+    let predicted_duration_s = number(row, "predicted_duration_s")?;
     let started_at = match (
         timestamp(row, "started_at")?,
         timestamp(row, "finished_at")?,
@@ -330,6 +403,8 @@ pub fn validate_row(row: &RawRow, now: DateTime<Utc>) -> Result<RunRecord, Field
         retry_count: integer(row, "retry_count")?.unwrap_or(0),
         oom_killed: boolean(row, "oom_killed")?.unwrap_or(false),
         started_at,
+        decision,
+        predicted_duration_s,
     })
 }
 
@@ -393,6 +468,8 @@ mod tests {
             ("success", json!(2), "0 or 1"),
             ("started_at", json!("yesterday"), "RFC 3339"),
             ("duration_s", json!("NaN"), "finite"),
+            ("decision", json!("maybe"), "not one of"),
+            ("predicted_duration_s", json!(-3), "negative"),
         ];
         for (field, value, reason) in cases {
             let mut v = good();
@@ -455,5 +532,27 @@ mod tests {
         let r = validate_row(&row(good()), Utc::now()).unwrap();
         let back = validate_row(&to_raw_row(&r), Utc::now()).unwrap();
         assert_eq!(r, back);
+        let mut tagged = good();
+        tagged["decision"] = json!("holdout");
+        tagged["predicted_duration_s"] = json!(280);
+        let r = validate_row(&row(tagged), Utc::now()).unwrap();
+        assert_eq!(
+            (r.decision, r.predicted_duration_s),
+            (Some(DecisionTag::Holdout), Some(280.0))
+        );
+        assert_eq!(validate_row(&to_raw_row(&r), Utc::now()).unwrap(), r);
+    }
+
+    #[test]
+    fn decision_tags_round_trip_and_only_applied_or_explored_change_the_pod() {
+        for t in DecisionTag::ALL {
+            assert_eq!(DecisionTag::parse(t.as_str()), Some(t));
+            assert_eq!(serde_json::to_value(t).unwrap(), json!(t.as_str()));
+        }
+        let changed: Vec<_> = DecisionTag::ALL
+            .into_iter()
+            .filter(|t| t.changed_the_pod())
+            .collect();
+        assert_eq!(changed, vec![DecisionTag::Applied, DecisionTag::Explored]);
     }
 }

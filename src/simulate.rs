@@ -18,7 +18,7 @@ use chrono::{DateTime, Duration, Utc};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::record::RunRecord;
+use crate::record::{DecisionTag, RunRecord};
 use crate::BuildConfig;
 
 /// One simulated pipeline's physics.
@@ -160,6 +160,57 @@ pub fn default_profiles() -> Vec<PipelineProfile> {
             2,
         ),
     ]
+}
+
+/// A rollout policy: the config InfraMind applies for a build given what the team requested,
+/// and the duration it predicts for it.
+pub type Policy<'a> = dyn Fn(&PipelineProfile, &BuildConfig) -> (BuildConfig, f64) + 'a;
+
+/// One build of a controlled rollout with both of its potential outcomes.
+#[derive(Debug, Clone)]
+pub struct ControlledRun {
+    /// What was recorded (tagged applied or holdout).
+    pub record: RunRecord,
+    /// The outcome had InfraMind's config been applied.
+    pub if_applied: Option<Outcome>,
+    /// The outcome had the pod been left as requested.
+    pub if_left: Option<Outcome>,
+}
+
+/// A right-sizing policy with known physics, standing in for the model in simulated rollouts:
+/// twice the team's usual cpu (at most 16), concurrency equal to cpu, memory 30 % above the
+/// noise-free peak RSS; predicts the noise-free duration at a half-warm cache on a 1.0 node.
+pub fn right_size(profile: &PipelineProfile, _requested: &BuildConfig) -> (BuildConfig, f64) {
+    let cpu = (profile.typical.cpu * 2.0).min(16.0);
+    let concurrency = cpu as u32;
+    let mem_gb = (profile.peak_rss(concurrency, 0.0) * 1.3).ceil().max(2.0);
+    let config = BuildConfig {
+        cpu,
+        mem_gb,
+        concurrency,
+    };
+    let predicted = profile.expected_duration(&config, 0.5, 1.0);
+    (config, predicted)
+}
+
+/// A simulated week (about 750 builds) of the default pipelines under a controlled rollout of
+/// `policy` with `holdout_rate`, ending at `end`.
+pub fn controlled_week(
+    end: DateTime<Utc>,
+    seed: u64,
+    holdout_rate: f64,
+    policy: &Policy<'_>,
+) -> Vec<ControlledRun> {
+    let start = end - Duration::days(7);
+    let mut sim = Simulator::new(default_profiles(), start, seed);
+    let mut out = Vec::new();
+    loop {
+        let run = sim.next_controlled(holdout_rate, policy);
+        if run.record.started_at > end {
+            return out;
+        }
+        out.push(run);
+    }
 }
 
 /// How CI-like the simulated history is (the defaults are the demo's one-at-a-time builds).
@@ -376,7 +427,7 @@ impl Simulator {
 
     /// Simulates the next build: a random pipeline, branch and config at the next point in time.
     pub fn next_run(&mut self) -> RunRecord {
-        self.next_with(&mut |_| None).0
+        self.step(&mut |_| None, None).0.record
     }
 
     /// Simulates the next build with the config `choose` gives for its admission (`None`: the
@@ -385,6 +436,23 @@ impl Simulator {
         &mut self,
         choose: &mut dyn FnMut(&SimAdmission) -> Option<BuildConfig>,
     ) -> (RunRecord, SimAdmission) {
+        let (run, admission) = self.step(choose, None);
+        (run.record, admission)
+    }
+
+    /// Simulates the next build under a controlled rollout: InfraMind decides `policy`'s config
+    /// for every build; builds in the control group (the webhook's own rule on the run_id, at
+    /// `holdout_rate`) run as requested, the rest run the policy's config. Both potential
+    /// outcomes are simulated with the same noise, so the true effect is known.
+    pub fn next_controlled(&mut self, holdout_rate: f64, policy: &Policy<'_>) -> ControlledRun {
+        self.step(&mut |_| None, Some((holdout_rate, policy))).0
+    }
+
+    fn step(
+        &mut self,
+        choose: &mut dyn FnMut(&SimAdmission) -> Option<BuildConfig>,
+        rollout: Option<(f64, &Policy<'_>)>,
+    ) -> (ControlledRun, SimAdmission) {
         match self.opts.gap_s.clone() {
             None => self.now += Duration::minutes(self.rng.random_range(2..25)),
             Some(r) => self.now += Duration::seconds(self.rng.random_range(r)),
@@ -422,7 +490,25 @@ impl Simulator {
             requested,
             now: self.now,
         };
-        let config = choose(&admission).unwrap_or(requested);
+        let chosen = choose(&admission).unwrap_or(requested);
+        let run_id = format!("sim-{:08}", self.counter + 1);
+        let (config, decision, predicted, other) = match rollout {
+            None => (chosen, None, None, None),
+            Some((rate, policy)) => {
+                let (applied, predicted) = policy(&self.profiles[p], &requested);
+                let held_out = crate::admission::holdout::held_out(&run_id, rate);
+                let (ran, not_ran, tag) = if held_out {
+                    (requested, applied, DecisionTag::Holdout)
+                } else {
+                    (applied, requested, DecisionTag::Applied)
+                };
+                // The road not taken, with the same noise draws as the one taken.
+                let saved = self.rng.clone();
+                let other = self.run_outcome(p, &not_ran, cache, speed);
+                self.rng = saved;
+                (ran, Some(tag), Some(round3(predicted)), Some((tag, other)))
+            }
+        };
         let out = self.run_outcome(p, &config, cache, speed);
         let profile = &self.profiles[p];
         let steps = profile.steps;
@@ -445,7 +531,7 @@ impl Simulator {
             }
         }
         let record = RunRecord {
-            run_id: format!("sim-{:08}", self.counter),
+            run_id,
             pipeline: name,
             branch: if named_branch {
                 branch
@@ -472,8 +558,22 @@ impl Simulator {
             retry_count,
             oom_killed: out.oom,
             started_at: self.now,
+            decision,
+            predicted_duration_s: predicted,
         };
-        (record, admission)
+        let (if_applied, if_left) = match other {
+            Some((DecisionTag::Holdout, o)) => (Some(o), Some(out)),
+            Some((_, o)) => (Some(out), Some(o)),
+            None => (None, None),
+        };
+        (
+            ControlledRun {
+                record,
+                if_applied,
+                if_left,
+            },
+            admission,
+        )
     }
 
     /// Simulates `n` builds.

@@ -235,6 +235,28 @@ pub async fn train_and_save(
     Ok((model, meta))
 }
 
+/// The served split's holdout rows as (predicted, actual) durations: the rows `fit` held out of
+/// `window` (same split, fraction and seed), predicted by the model it trained. For the
+/// predicted-vs-actual plot `inframind train` writes next to the artifact.
+pub fn holdout_pairs(
+    model: &Model,
+    meta: &ModelMeta,
+    warmup: &[RunRecord],
+    window: &[RunRecord],
+    spec: &TrainingSpec,
+) -> Vec<(f64, f64)> {
+    let data = build_dataset(&model.encodings, warmup, window);
+    let (_, test_idx) = split_indices(
+        &data.started_at,
+        meta.split,
+        spec.test_fraction,
+        spec.params.seed,
+    );
+    let test = data.select(&test_idx);
+    let predicted = model.forest.predict(&test.x);
+    predicted.into_iter().zip(test.y).collect()
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

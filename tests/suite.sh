@@ -64,3 +64,6 @@ cargo test
 
 step "chart"
 tests/chart/check.sh
+
+step "dashboard in headless Chromium (screenshots in target/browser-artifacts/)"
+tests/browser/check.sh

@@ -11,8 +11,17 @@ pub const MANAGED_LABEL: &str = "inframind.io/managed";
 pub const SKIP_ANNOTATION: &str = "inframind.io/skip";
 /// Annotation that asks for a dry run (annotate only).
 pub const DRY_RUN_ANNOTATION: &str = "inframind.io/dry-run";
-/// What InfraMind did (`applied`, `dry-run`, `unchanged`); its presence makes re-invocation a no-op.
+/// What InfraMind did (`applied`, `holdout`, `dry-run`, `unchanged`); its presence makes
+/// re-invocation a no-op.
 pub const DECISION_ANNOTATION: &str = "inframind.io/decision";
+/// Decision value: the recommendation was applied.
+pub const DECISION_APPLIED: &str = "applied";
+/// Decision value: the control group — decided and annotated, left as requested.
+pub const DECISION_HOLDOUT: &str = "holdout";
+/// Decision value: annotated with what would change, left as requested.
+pub const DECISION_DRY_RUN: &str = "dry-run";
+/// Decision value: left as requested (cold start).
+pub const DECISION_UNCHANGED: &str = "unchanged";
 /// The recognised pipeline (label or annotation on input; annotation on output).
 pub const PIPELINE: &str = "inframind.io/pipeline";
 /// The recognised branch.

@@ -5,6 +5,7 @@
 //! why; anything doubtful admits the pod unchanged with a warning (fail open).
 
 pub mod contract;
+pub mod holdout;
 pub mod limits;
 pub mod patch;
 pub mod quantity;
@@ -118,6 +119,8 @@ pub enum Outcome {
     Mutated,
     /// Annotated with what would have changed.
     DryRun,
+    /// In the control group: decided and annotated, left as requested.
+    Holdout,
     /// Cold start on a pipeline with no history: annotated, left as requested.
     ColdStart,
     /// Left as requested because no change was confidently better (or none was feasible).
@@ -136,6 +139,7 @@ impl Outcome {
         match self {
             Outcome::Mutated => "mutated",
             Outcome::DryRun => "dry_run",
+            Outcome::Holdout => "holdout",
             Outcome::ColdStart => "cold_start",
             Outcome::Kept => "kept",
             Outcome::Unchanged => "unchanged",
@@ -162,6 +166,9 @@ pub struct Settings {
     pub nodes: Option<Arc<dyn NodeBounds>>,
     /// Each namespace's LimitRange and ResourceQuota bounds, kept current by the webhook.
     pub policies: Arc<limits::Policies>,
+    /// Share of decided pods left as requested as the control group (by pod uid). The library
+    /// default holds none out; the webhook's `--holdout-rate` defaults to 5 %.
+    pub holdout_rate: f64,
 }
 
 impl Default for Settings {
@@ -176,6 +183,7 @@ impl Default for Settings {
             recommender: Recommender::default(),
             nodes: None,
             policies: Arc::new(limits::Policies::new()),
+            holdout_rate: 0.0,
         }
     }
 }
@@ -434,11 +442,18 @@ pub fn admit(
 
     let no_history = stats.is_none() && decision.cold_start && decision.action == Action::Unchanged;
     let dry_run = settings.dry_run || meta.flag(DRY_RUN_ANNOTATION);
-    let (what, outcome) = match (no_history, decision.action, dry_run) {
-        (true, _, _) => ("unchanged", Outcome::ColdStart),
-        (false, Action::Unchanged, _) => ("unchanged", Outcome::Kept),
-        (false, Action::Apply, true) => ("dry-run", Outcome::DryRun),
-        (false, Action::Apply, false) => ("applied", Outcome::Mutated),
+    // The control group is drawn only among pods that would be changed, so holdout and applied
+    // builds differ in one thing: whether the recommendation was applied.
+    let held_out = !no_history
+        && !dry_run
+        && decision.action == Action::Apply
+        && holdout::held_out(uid, settings.holdout_rate);
+    let (what, outcome) = match (no_history, decision.action, dry_run, held_out) {
+        (true, _, _, _) => (contract::DECISION_UNCHANGED, Outcome::ColdStart),
+        (false, Action::Unchanged, _, _) => (contract::DECISION_UNCHANGED, Outcome::Kept),
+        (false, Action::Apply, true, _) => (contract::DECISION_DRY_RUN, Outcome::DryRun),
+        (false, Action::Apply, false, true) => (contract::DECISION_HOLDOUT, Outcome::Holdout),
+        (false, Action::Apply, false, false) => (contract::DECISION_APPLIED, Outcome::Mutated),
     };
     let mut ops = Vec::new();
     if outcome == Outcome::Mutated {
@@ -472,6 +487,15 @@ pub fn admit(
         notes.push((
             contract::REASON.into(),
             "no history for this pipeline yet: left as requested".into(),
+        ));
+    }
+    if held_out {
+        notes.push((
+            contract::REASON.into(),
+            format!(
+                "control group (holdout rate {:.0}%): left as requested to measure the effect",
+                settings.holdout_rate * 100.0
+            ),
         ));
     }
     if annotations_size_after(pod, &notes) >= ANNOTATIONS_LIMIT_BYTES {

@@ -504,3 +504,58 @@ fn the_watcher_reads_back_the_concurrency_admission_saw_or_wrote() {
         }
     }
 }
+
+#[test]
+fn held_out_pods_are_decided_annotated_and_left_as_requested() {
+    let pod = build_pod(json!({}));
+    let all = Settings {
+        holdout_rate: 1.0,
+        ..Settings::default()
+    };
+    let a = run(
+        &request("CREATE", "Pod", pod.clone()),
+        &all,
+        Some(history()),
+    );
+    assert_eq!(a.outcome, Outcome::Holdout);
+    let out = patched(&pod, &a);
+    assert_eq!(out["spec"], pod["spec"], "a held-out pod runs as requested");
+    let notes = &out["metadata"]["annotations"];
+    assert_eq!(notes[contract::DECISION_ANNOTATION], "holdout");
+    assert_eq!(
+        notes[contract::RECOMMENDATION],
+        "cpu=3 memory=6Gi concurrency=3",
+        "the decision is still recorded"
+    );
+    assert!(notes[contract::REASON]
+        .as_str()
+        .unwrap()
+        .contains("control group"));
+    assert_eq!(out["metadata"]["labels"][contract::MANAGED_LABEL], "true");
+    // The watcher records the build as a holdout, at the requested config.
+    let row = crate::outcome::run_from_pod(&finished(&out), None)
+        .expect("terminated")
+        .expect("a row");
+    assert_eq!(row.decision, Some(crate::record::DecisionTag::Holdout));
+    assert_eq!((row.cpu_req, row.mem_req_gb), (2.0, 4.0));
+
+    // Cold starts and dry runs are not drawn into the control group.
+    let cold = run(&request("CREATE", "Pod", pod.clone()), &all, None);
+    assert_eq!(cold.outcome, Outcome::ColdStart);
+    let dry = build_pod(json!({"inframind.io/dry-run": "true"}));
+    let dry = run(&request("CREATE", "Pod", dry), &all, Some(history()));
+    assert_eq!(dry.outcome, Outcome::DryRun);
+    // At rate 0 the same pod is changed.
+    let none = run(
+        &request("CREATE", "Pod", pod.clone()),
+        &Settings::default(),
+        Some(history()),
+    );
+    assert_eq!(none.outcome, Outcome::Mutated);
+    let row = crate::outcome::run_from_pod(&finished(&patched(&pod, &none)), None)
+        .unwrap()
+        .unwrap();
+    assert!(row
+        .decision
+        .is_some_and(crate::record::DecisionTag::changed_the_pod));
+}

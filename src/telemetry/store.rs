@@ -13,8 +13,9 @@ use crate::record::RunRecord;
 /// Columns in insert/select order.
 const COLUMNS: &str = "run_id, pipeline, branch, image, node, cpu_req, mem_req_gb, concurrency, \
     max_rss_gb, io_read_gb, io_write_gb, cache_hit_ratio, num_steps, avg_step_duration_s, \
-    duration_s, success, retry_count, oom_killed, started_at_ms, ingested_at_ms";
-const N_COLUMNS: usize = 20;
+    duration_s, success, retry_count, oom_killed, started_at_ms, ingested_at_ms, decision, \
+    predicted_duration_s";
+const N_COLUMNS: usize = 22;
 /// What an in-pod reporter measures: filled in when missing, never overwritten.
 const TELEMETRY_COLUMNS: &[&str] = &[
     "max_rss_gb",
@@ -23,6 +24,10 @@ const TELEMETRY_COLUMNS: &[&str] = &[
     "cache_hit_ratio",
     "num_steps",
     "avg_step_duration_s",
+    // The decision tag and prediction come from the pod's annotations (watcher) or the
+    // reporter's env; whichever arrives first is kept.
+    "decision",
+    "predicted_duration_s",
 ];
 /// What the pod watcher knows for sure about how a build ran and ended.
 const OUTCOME_COLUMNS: &[&str] = &[
@@ -124,6 +129,11 @@ fn decode(row: &AnyRow) -> std::result::Result<RunRecord, sqlx::Error> {
         retry_count: u32_col(row, "retry_count")?,
         oom_killed: row.try_get::<i64, _>("oom_killed")? != 0,
         started_at: ms_to_time(row.try_get("started_at_ms")?),
+        decision: row
+            .try_get::<Option<String>, _>("decision")?
+            .as_deref()
+            .and_then(crate::record::DecisionTag::parse),
+        predicted_duration_s: row.try_get("predicted_duration_s")?,
     })
 }
 
@@ -187,6 +197,9 @@ impl Store {
                     first.num_steps = first.num_steps.or(run.num_steps);
                     first.avg_step_duration_s =
                         first.avg_step_duration_s.or(run.avg_step_duration_s);
+                    first.decision = first.decision.or(run.decision);
+                    first.predicted_duration_s =
+                        first.predicted_duration_s.or(run.predicted_duration_s);
                     repeats += 1;
                 }
                 None => {
@@ -248,7 +261,7 @@ impl Store {
             .await
             .map_err(Error::store(format!("starting a transaction for {what}")))?;
         for chunk in runs.chunks(INSERT_CHUNK) {
-            // One row: its 20 bound columns, then outcome_final as a literal 0/1.
+            // One row: its 22 bound columns, then outcome_final as a literal 0/1.
             let rows: Vec<String> = (0..chunk.len())
                 .map(|r| {
                     let p: Vec<String> = (1..=N_COLUMNS)
@@ -284,7 +297,9 @@ impl Store {
                     .bind(run.retry_count as i64)
                     .bind(run.oom_killed as i64)
                     .bind(run.started_at.timestamp_millis())
-                    .bind(now.timestamp_millis());
+                    .bind(now.timestamp_millis())
+                    .bind(run.decision.map(|d| d.as_str().to_string()))
+                    .bind(run.predicted_duration_s);
             }
             let done = q.execute(&mut *tx).await.map_err(Error::store(what))?;
             changed += done.rows_affected();
@@ -368,6 +383,34 @@ impl Store {
             .await?;
         runs.reverse();
         Ok(runs)
+    }
+
+    /// Every run (successful or not) that started at or after `since`, of `pipeline` or of all
+    /// pipelines, oldest first: the input of the savings report and the dashboard.
+    pub async fn runs_since(
+        &self,
+        pipeline: Option<&str>,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<RunRecord>> {
+        let since = since.timestamp_millis();
+        match pipeline {
+            Some(p) => {
+                self.fetch(
+                    format!("SELECT {COLUMNS} FROM runs WHERE pipeline = $1 AND started_at_ms >= $2 ORDER BY started_at_ms, run_id"),
+                    vec![Bind::Text(p), Bind::Int(since)],
+                    "reading a pipeline's runs for a period",
+                )
+                .await
+            }
+            None => {
+                self.fetch(
+                    format!("SELECT {COLUMNS} FROM runs WHERE started_at_ms >= $1 ORDER BY started_at_ms, run_id"),
+                    vec![Bind::Int(since)],
+                    "reading runs for a period",
+                )
+                .await
+            }
+        }
     }
 
     /// The most recent successful run of `pipeline`, whose config is the optimizer's baseline.

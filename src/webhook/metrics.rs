@@ -1,4 +1,7 @@
-//! Prometheus metrics of the webhook (text exposition on `/metrics`).
+//! Prometheus metrics of the webhook (OpenMetrics text on `/metrics`).
+
+/// The content type of what `render` produces (prometheus-client writes OpenMetrics text).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -28,9 +31,9 @@ pub struct Metrics {
     duration: Histogram,
     explored: Counter,
     model_info: Family<VersionLabel, Gauge>,
-    swaps: Gauge,
-    refusals: Gauge,
-    cert_reloads: Gauge,
+    swaps: Counter,
+    refusals: Counter,
+    cert_reloads: Counter,
     bad_requests: Counter,
     cache: Family<CacheLabel, Gauge>,
 }
@@ -53,7 +56,7 @@ impl Metrics {
         let admissions = Family::<OutcomeLabel, Counter>::default();
         registry.register(
             "inframind_admissions",
-            "Pod admissions by outcome (mutated, dry_run, cold_start, kept, unchanged, ignored, error)",
+            "Pod admissions by outcome (mutated, dry_run, holdout, cold_start, kept, unchanged, ignored, error)",
             admissions.clone(),
         );
         // 25 µs .. ~0.3 s in steps of 1.5×: fine enough to read a sub-millisecond p99.
@@ -75,19 +78,19 @@ impl Metrics {
             "The model version being served (value 1); 'none' on the cold-start path",
             model_info.clone(),
         );
-        let swaps = Gauge::default();
+        let swaps = Counter::default();
         registry.register(
             "inframind_model_swaps",
             "Models loaded since start-up",
             swaps.clone(),
         );
-        let refusals = Gauge::default();
+        let refusals = Counter::default();
         registry.register(
             "inframind_model_refusals",
             "Model artifacts refused (checksum or format) since start-up",
             refusals.clone(),
         );
-        let cert_reloads = Gauge::default();
+        let cert_reloads = Counter::default();
         registry.register(
             "inframind_tls_certificate_reloads",
             "Serving certificates reloaded since start-up",
@@ -161,13 +164,52 @@ impl Metrics {
                 version: live.version().unwrap_or_else(|| "none".into()),
             })
             .set(1);
-        self.swaps.set(live.swaps() as i64);
-        self.refusals.set(live.refusals() as i64);
-        self.cert_reloads.set(cert_reloads as i64);
+        // Counters (they only grow): advance each to its source's count.
+        let catch_up = |c: &Counter, now: u64| {
+            c.inc_by(now.saturating_sub(c.get()));
+        };
+        catch_up(&self.swaps, live.swaps());
+        catch_up(&self.refusals, live.refusals());
+        catch_up(&self.cert_reloads, cert_reloads);
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn swaps_refusals_and_reloads_are_counters_that_follow_their_source() {
+        let m = Metrics::new();
+        let live = LiveModel::new();
+        let text = m.render(&live, 0, None);
+        for name in [
+            "inframind_model_swaps",
+            "inframind_model_refusals",
+            "inframind_tls_certificate_reloads",
+        ] {
+            assert!(
+                text.contains(&format!("# TYPE {name} counter")),
+                "{name}: {text}"
+            );
+            assert!(text.contains(&format!("{name}_total 0")), "{name}");
+        }
+        live.set(crate::training::tests::small_model(300).0);
+        let text = m.render(&live, 3, None);
+        assert!(text.contains("inframind_model_swaps_total 1"), "{text}");
+        assert!(text.contains("inframind_tls_certificate_reloads_total 3"));
+        // Rendering again does not count again.
+        assert!(m
+            .render(&live, 3, None)
+            .contains("inframind_model_swaps_total 1"));
+        assert!(
+            text.ends_with("# EOF\n"),
+            "OpenMetrics text, as CONTENT_TYPE says"
+        );
     }
 }

@@ -73,6 +73,10 @@ pub struct WebhookArgs {
     /// (otherwise the pod keeps its request and is only annotated).
     #[arg(long, env = "INFRAMIND_COLD_START_APPLY_DEFAULTS")]
     pub cold_start_apply_defaults: bool,
+    /// Share of decided pods left as requested as the control group (chosen by pod uid, so a
+    /// pod's group never changes): their builds measure what InfraMind saves.
+    #[arg(long, env = "INFRAMIND_HOLDOUT_RATE", default_value_t = crate::admission::holdout::DEFAULT_HOLDOUT_RATE)]
+    pub holdout_rate: f64,
     /// Seconds between refreshes of the per-pipeline stats.
     #[arg(long, env = "INFRAMIND_STATS_REFRESH_SECONDS", default_value_t = 30)]
     pub stats_refresh_seconds: u64,
@@ -145,6 +149,8 @@ pub fn settings(args: &WebhookArgs) -> anyhow::Result<Settings> {
             .with_cache(Arc::new(crate::optimizer::cache::DecisionCache::new())),
         nodes: None,
         policies: Arc::new(crate::admission::limits::Policies::new()),
+        holdout_rate: crate::admission::holdout::validate_rate(args.holdout_rate)
+            .map_err(anyhow::Error::msg)?,
     })
 }
 

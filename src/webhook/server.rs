@@ -154,12 +154,8 @@ pub fn routes(
         .map(|s: Arc<AppState>| {
             let cache = s.settings.recommender.cache.as_ref().map(|c| c.counts());
             let text = s.metrics.render(&s.live, s.certs.reloads(), cache);
-            warp::reply::with_header(
-                text,
-                "content-type",
-                "text/plain; version=0.0.4; charset=utf-8",
-            )
-            .into_response()
+            warp::reply::with_header(text, "content-type", super::metrics::CONTENT_TYPE)
+                .into_response()
         });
     mutate
         .or(healthz)

@@ -17,6 +17,7 @@ mod recognition;
 mod registry;
 mod replay;
 mod reporter;
+mod savings;
 mod servers;
 mod store;
 mod stores_tls;

@@ -1,0 +1,120 @@
+//! The API's own Prometheus metrics (OpenMetrics text on the API's `/metrics`): requests by
+//! route and status, and how long they took.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+pub use crate::webhook::metrics::CONTENT_TYPE;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabel {
+    route: &'static str,
+    status: u16,
+}
+
+/// The API's metrics.
+#[derive(Debug)]
+pub struct ApiMetrics {
+    registry: Registry,
+    requests: Family<RequestLabel, Counter>,
+    duration: Histogram,
+}
+
+impl Default for ApiMetrics {
+    fn default() -> Self {
+        ApiMetrics::new()
+    }
+}
+
+/// The route a path belongs to: a fixed set, so a label never grows with pipeline names.
+pub fn route_of(path: &str) -> &'static str {
+    let mut parts = path.trim_start_matches('/').split('/');
+    match (parts.next().unwrap_or(""), parts.next().unwrap_or("")) {
+        ("v1", "runs") => "/v1/runs",
+        ("v1", "pipelines") => "/v1/pipelines",
+        ("v1", "recommendations") => "/v1/recommendations",
+        ("v1", "train") => "/v1/train",
+        ("v1", "savings") => "/v1/savings",
+        ("", _) => "/",
+        ("pipelines", _) => "/pipelines",
+        ("models", _) => "/models",
+        ("login", _) => "/login",
+        ("logout", _) => "/logout",
+        ("healthz", _) => "/healthz",
+        ("readyz", _) => "/readyz",
+        ("metrics", _) => "/metrics",
+        _ => "other",
+    }
+}
+
+impl ApiMetrics {
+    /// Registers every metric.
+    pub fn new() -> ApiMetrics {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabel, Counter>::default();
+        registry.register(
+            "inframind_api_requests",
+            "API requests by route and status",
+            requests.clone(),
+        );
+        // 100 µs .. ~6.5 s in steps of 2×.
+        let duration = Histogram::new(exponential_buckets(0.0001, 2.0, 17));
+        registry.register(
+            "inframind_api_request_duration_seconds",
+            "Time to answer an API request, server side",
+            duration.clone(),
+        );
+        ApiMetrics {
+            registry,
+            requests,
+            duration,
+        }
+    }
+
+    /// Records one answered request.
+    pub fn observe(&self, path: &str, status: u16, seconds: f64) {
+        self.requests
+            .get_or_create(&RequestLabel {
+                route: route_of(path),
+                status,
+            })
+            .inc();
+        self.duration.observe(seconds);
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_counted_by_route_not_by_name() {
+        let m = ApiMetrics::new();
+        m.observe("/v1/pipelines/acme%2Fapi/stats", 200, 0.01);
+        m.observe("/v1/pipelines/other/stats", 200, 0.01);
+        m.observe("/pipelines/acme%2Fapi", 303, 0.001);
+        let text = m.render();
+        assert!(
+            text.contains("# TYPE inframind_api_requests counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("inframind_api_requests_total{route=\"/v1/pipelines\",status=\"200\"} 2")
+        );
+        assert!(!text.contains("acme"));
+        assert!(text.contains("inframind_api_request_duration_seconds_count 3"));
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

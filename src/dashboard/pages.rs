@@ -1,0 +1,330 @@
+//! The dashboard's HTML, rendered on the server with inline SVG charts. Pure: data in, HTML out.
+//! No script and nothing fetched from elsewhere: the Content-Security-Policy forbids both.
+
+use chrono::{DateTime, Utc};
+
+use crate::model::ModelMeta;
+use crate::partial_dependence::Curve;
+use crate::plots::{self, Chart, Mark, Series};
+use crate::record::RunRecord;
+use crate::savings::{describe_effect, Comparison, SavingsReport};
+
+/// Escapes text for HTML element content and attribute values.
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Percent-encodes a pipeline name for a path (`acme/api` → `acme%2Fapi`).
+pub fn path_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            b => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0;color:#222;background:#f6f7f9}\
+header{background:#1f3b57;color:#fff;padding:10px 24px;display:flex;gap:24px;align-items:center}\
+header a{color:#fff;text-decoration:none}header .brand{font-weight:700;font-size:18px}\
+main{padding:16px 24px;max-width:1240px}section{background:#fff;border:1px solid #dde;border-radius:6px;padding:12px 16px;margin:12px 0}\
+table{border-collapse:collapse;font-size:14px}td,th{padding:4px 10px;border-bottom:1px solid #eee;text-align:right}\
+td:first-child,th:first-child{text-align:left}.big{font-size:20px;font-weight:600}.muted{color:#666}\
+.charts{display:flex;flex-wrap:wrap;gap:12px}svg{max-width:100%;height:auto}.warn{color:#a15c00}";
+
+/// The page frame: header with navigation, `body` inside.
+pub fn layout(title: &str, pipelines: &[String], body: &str) -> String {
+    let nav: String = pipelines
+        .iter()
+        .map(|p| format!("<a href=\"/pipelines/{}\">{}</a>", path_segment(p), esc(p)))
+        .collect::<Vec<_>>()
+        .join(" ");
+    format!(
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{} · InfraMind</title>\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><link rel=\"icon\" href=\"data:,\"><style>{STYLE}</style></head><body>\
+<header><span class=\"brand\">InfraMind</span><a href=\"/\">Overview</a><a href=\"/models\">Models</a>\
+<span class=\"muted\" style=\"color:#cde\">{nav}</span><a href=\"/logout\" style=\"margin-left:auto\">Log out</a></header>\
+<main><h1>{}</h1>{body}</main></body></html>",
+        esc(title),
+        esc(title)
+    )
+}
+
+/// A chart as inline SVG (or a note saying why it could not be drawn).
+pub fn chart(c: &Chart, size: (u32, u32)) -> String {
+    match plots::svg(c, size) {
+        Ok(svg) => format!("<figure class=\"chart\" style=\"margin:0\">{svg}</figure>"),
+        Err(e) => format!("<p class=\"warn\">{}</p>", esc(&e.to_string())),
+    }
+}
+
+fn secs(x: Option<f64>) -> String {
+    x.map_or_else(|| "–".into(), |v| format!("{v:.0}s"))
+}
+
+fn pct(x: Option<f64>) -> String {
+    x.map_or_else(|| "–".into(), |v| format!("{:.1}%", v * 100.0))
+}
+
+fn comparison_row(c: &Comparison, link: bool) -> String {
+    let name = if link {
+        format!(
+            "<a href=\"/pipelines/{}\">{}</a>",
+            path_segment(&c.pipeline),
+            esc(&c.pipeline)
+        )
+    } else {
+        format!("<b>{}</b>", esc(&c.pipeline))
+    };
+    format!(
+        "<tr><td>{name}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td style=\"text-align:left\">{}</td></tr>",
+        c.applied.builds,
+        c.holdout.builds,
+        secs(c.applied.median_duration_s),
+        secs(c.holdout.median_duration_s),
+        pct(c.applied.failure_rate),
+        pct(c.holdout.failure_rate),
+        pct(c.applied.oom_rate),
+        pct(c.holdout.oom_rate),
+        esc(&describe_effect(c)),
+    )
+}
+
+fn savings_table(r: &SavingsReport) -> String {
+    let rows: String = r
+        .pipelines
+        .iter()
+        .map(|c| comparison_row(c, true))
+        .chain(std::iter::once(comparison_row(&r.total, false)))
+        .collect();
+    format!(
+        "<table><tr><th>pipeline</th><th>applied</th><th>holdout</th><th>p50 applied</th><th>p50 holdout</th>\
+<th>failures applied</th><th>failures holdout</th><th>OOM applied</th><th>OOM holdout</th><th style=\"text-align:left\">effect (95% CI)</th></tr>{rows}</table>"
+    )
+}
+
+fn model_summary(m: Option<&ModelMeta>) -> String {
+    match m {
+        None => "<p class=\"muted\">No active model yet: pods are admitted on defaults and history.</p>".into(),
+        Some(m) => format!(
+            "<p><b>{}</b> trained {} on {} rows · random holdout MAE {:.1}s, R² {:.3} · temporal holdout MAE {:.1}s, R² {:.3}</p>",
+            esc(&m.version),
+            m.created_at.format("%Y-%m-%d %H:%M UTC"),
+            m.window.rows,
+            m.random_holdout.mae_s,
+            m.random_holdout.r2,
+            m.temporal_holdout.mae_s,
+            m.temporal_holdout.r2
+        ),
+    }
+}
+
+/// The overview: savings, builds per day, failures and OOMs by group, the active model.
+pub fn overview(
+    report: &SavingsReport,
+    runs: &[RunRecord],
+    active: Option<&ModelMeta>,
+    pipelines: &[String],
+) -> String {
+    let headline = match &report.total.effect {
+        Some(e) => format!(
+            "<p class=\"big\">Builds InfraMind sized ran {:.0}s faster at the median ({:.1}%), 95% CI {:.0}..{:.0}s</p>",
+            e.median_saved_s.estimate,
+            e.median_saved_share * 100.0,
+            e.median_saved_s.low,
+            e.median_saved_s.high
+        ),
+        None => format!("<p class=\"big\">{}</p>", esc(&report.total.status)),
+    };
+    let body = format!(
+        "<section><h2>Realized savings since {}</h2>{headline}{}</section>\
+<section><h2>Builds</h2><div class=\"charts\">{}{}</div></section>\
+<section><h2>Active model</h2>{}</section>",
+        report.since.format("%Y-%m-%d %H:%M UTC"),
+        savings_table(report),
+        chart(
+            &plots::per_day("Builds per day", "builds", runs, |_| true),
+            (570, 320)
+        ),
+        chart(
+            &plots::per_day(
+                "Failed builds per day (OOM included)",
+                "failures",
+                runs,
+                |r| !r.success
+            ),
+            (570, 320)
+        ),
+        model_summary(active),
+    );
+    layout("Overview", pipelines, &body)
+}
+
+fn observed_against(runs: &[RunRecord], x: fn(&RunRecord) -> f64) -> Vec<(f64, f64)> {
+    runs.iter()
+        .filter(|r| r.success)
+        .map(|r| (x(r), r.duration_s))
+        .collect()
+}
+
+fn curve_chart(name: &str, curve: &Curve, runs: &[RunRecord]) -> Chart {
+    let x: fn(&RunRecord) -> f64 = match curve.knob {
+        crate::partial_dependence::Knob::Concurrency => |r| r.concurrency as f64,
+        crate::partial_dependence::Knob::Cpu => |r| r.cpu_req,
+    };
+    Chart {
+        title: format!("{name}: duration vs {}", curve.knob.as_str()),
+        x_label: curve.knob.as_str().into(),
+        y_label: "duration (s)".into(),
+        x_is_days: false,
+        diagonal: false,
+        series: vec![
+            Series {
+                name: "observed".into(),
+                color: (160, 160, 160),
+                mark: Mark::Points,
+                points: observed_against(runs, x),
+            },
+            Series {
+                name: "model".into(),
+                color: (214, 39, 40),
+                mark: Mark::Line,
+                points: curve.points.clone(),
+            },
+        ],
+    }
+}
+
+/// A pipeline: its savings, durations over time by decision, the model's curves next to what was
+/// observed, and the last decisions.
+pub fn pipeline(
+    name: &str,
+    comparison: &Comparison,
+    runs: &[RunRecord],
+    curves: &[Curve],
+    pipelines: &[String],
+    now: DateTime<Utc>,
+) -> String {
+    let curves_html = if curves.is_empty() {
+        "<p class=\"muted\">No active model knows this pipeline yet.</p>".to_string()
+    } else {
+        let baseline = &curves[0].baseline;
+        format!(
+            "<p class=\"muted\">Around the last config (cpu {} · memory {:.1} GB · concurrency {}), the other knobs held there.</p><div class=\"charts\">{}</div>",
+            baseline.cpu,
+            baseline.mem_gb,
+            baseline.concurrency,
+            curves
+                .iter()
+                .map(|c| chart(&curve_chart(name, c, runs), (570, 340)))
+                .collect::<String>()
+        )
+    };
+    let last: String = runs
+        .iter()
+        .rev()
+        .take(20)
+        .map(|r| {
+            format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{:.0}s</td><td>{}</td></tr>",
+                r.started_at.format("%m-%d %H:%M"),
+                esc(&r.branch),
+                r.decision.map_or("untagged", |d| d.as_str()),
+                r.cpu_req,
+                r.mem_req_gb,
+                r.concurrency,
+                secs(r.predicted_duration_s),
+                r.duration_s,
+                if r.oom_killed { "OOM" } else if r.success { "ok" } else { "failed" },
+            )
+        })
+        .collect();
+    let body = format!(
+        "<section><h2>Savings</h2><table><tr><th>pipeline</th><th>applied</th><th>holdout</th><th>p50 applied</th><th>p50 holdout</th>\
+<th>failures applied</th><th>failures holdout</th><th>OOM applied</th><th>OOM holdout</th><th style=\"text-align:left\">effect (95% CI)</th></tr>{}</table></section>\
+<section><h2>Durations</h2>{}</section><section><h2>Model</h2>{curves_html}</section>\
+<section><h2>Last decisions</h2><table><tr><th>started</th><th>branch</th><th>decision</th><th>cpu</th><th>memory GB</th><th>concurrency</th>\
+<th>predicted</th><th>actual</th><th>outcome</th></tr>{last}</table><p class=\"muted\">as of {}</p></section>",
+        comparison_row(comparison, false),
+        chart(
+            &plots::duration_over_time(&format!("{name}: duration by decision"), runs),
+            (1180, 380)
+        ),
+        now.format("%Y-%m-%d %H:%M UTC"),
+    );
+    layout(name, pipelines, &body)
+}
+
+/// The model versions with their metrics; `active` is marked.
+pub fn models(list: &[ModelMeta], active: Option<&str>, pipelines: &[String]) -> String {
+    let rows: String = list
+        .iter()
+        .map(|m| {
+            format!(
+                "<tr><td>{}{}</td><td>{}</td><td>{}</td><td>{:.1}s</td><td>{:.3}</td><td>{:.1}s</td><td>{:.3}</td><td>{}</td></tr>",
+                if Some(m.version.as_str()) == active { "★ " } else { "" },
+                esc(&m.version),
+                m.created_at.format("%Y-%m-%d %H:%M"),
+                m.window.rows,
+                m.random_holdout.mae_s,
+                m.random_holdout.r2,
+                m.temporal_holdout.mae_s,
+                m.temporal_holdout.r2,
+                m.importances
+                    .first()
+                    .map_or_else(String::new, |(f, _)| esc(f)),
+            )
+        })
+        .collect();
+    let body = if list.is_empty() {
+        "<section><p class=\"muted\">No model versions yet: run <code>inframind train</code>.</p></section>".to_string()
+    } else {
+        format!(
+            "<section><table><tr><th>version</th><th>created (UTC)</th><th>rows</th><th>MAE random</th><th>R² random</th>\
+<th>MAE temporal</th><th>R² temporal</th><th>top feature</th></tr>{rows}</table>\
+<p class=\"muted\">★ active (served by the webhook). Promote or roll back with <code>inframind models</code>.</p></section>"
+        )
+    };
+    layout("Models", pipelines, &body)
+}
+
+/// The login form.
+pub fn login(error: Option<&str>) -> String {
+    format!(
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Log in · InfraMind</title><link rel=\"icon\" href=\"data:,\"><style>{STYLE}</style></head>\
+<body><header><span class=\"brand\">InfraMind</span></header><main><section style=\"max-width:420px\"><h1>Log in</h1>{}\
+<form method=\"post\" action=\"/login\"><p><label>API token<br><input type=\"password\" name=\"token\" autocomplete=\"current-password\" style=\"width:100%\"></label></p>\
+<p><button type=\"submit\">Log in</button></p></form><p class=\"muted\">The ingest or admin token of this API; the dashboard is read-only.</p></section></main></body></html>",
+        error.map_or_else(String::new, |e| format!("<p class=\"warn\">{}</p>", esc(e)))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_escaped_and_names_are_encoded() {
+        assert_eq!(
+            esc("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+        assert_eq!(path_segment("acme/api v2"), "acme%2Fapi%20v2");
+        let page = layout("<script>", &["a/<b>".into()], "");
+        assert!(!page.contains("<script>"));
+        assert!(page.contains("/pipelines/a%2F%3Cb%3E"));
+    }
+}
