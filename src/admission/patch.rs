@@ -106,73 +106,95 @@ pub fn resource_ops(
         // No member can be added to a number or a string: the patch would not apply.
         return Err(format!("container {i} is not an object"));
     }
+    let mut ops = Ops { ops: Vec::new() };
+    request_and_limit_ops(&mut ops, &path, c, config)?;
+    env_ops(&mut ops, &path, c, config, concurrency_env, extra_env);
+    Ok(ops.ops)
+}
+
+/// Sets the requests to `config`, and scales the limits the container had in proportion.
+fn request_and_limit_ops(
+    ops: &mut Ops,
+    path: &dyn Fn(&[&str]) -> PointerBuf,
+    c: &Value,
+    config: &BuildConfig,
+) -> Result<(), String> {
     let cpu = json!(format_cpu(config.cpu));
     let mem = json!(format_mem(config.mem_gb));
-    let mut ops = Ops { ops: Vec::new() };
-
-    match c.get("resources").and_then(Value::as_object) {
-        None => ops.set(
+    let Some(res) = c.get("resources").and_then(Value::as_object) else {
+        ops.set(
             false,
             path(&["resources"]),
             json!({"requests": {"cpu": cpu, "memory": mem}}),
+        );
+        return Ok(());
+    };
+    let requests = res.get("requests").and_then(Value::as_object);
+    match requests {
+        None => ops.set(
+            false,
+            path(&["resources", "requests"]),
+            json!({"cpu": cpu, "memory": mem}),
         ),
-        Some(res) => {
-            let requests = res.get("requests").and_then(Value::as_object);
-            match requests {
-                None => ops.set(
-                    false,
-                    path(&["resources", "requests"]),
-                    json!({"cpu": cpu, "memory": mem}),
-                ),
-                Some(r) => {
-                    ops.set(
-                        r.contains_key("cpu"),
-                        path(&["resources", "requests", "cpu"]),
-                        cpu.clone(),
-                    );
-                    ops.set(
-                        r.contains_key("memory"),
-                        path(&["resources", "requests", "memory"]),
-                        mem.clone(),
-                    );
-                }
-            }
-            if let Some(limits) = res.get("limits").and_then(Value::as_object) {
-                let read = |m: Option<&Map<String, Value>>,
-                            key: &str,
-                            parse: fn(&str) -> Option<f64>|
-                 -> Result<Option<f64>, String> {
-                    match m.and_then(|m| m.get(key)) {
-                        None => Ok(None),
-                        Some(v) => v
-                            .as_str()
-                            .and_then(parse)
-                            .map(Some)
-                            .ok_or_else(|| format!("unreadable {key} quantity {v}")),
-                    }
-                };
-                if let Some(old) = read(Some(limits), "cpu", parse_cpu)? {
-                    let new = scaled_limit(old, read(requests, "cpu", parse_cpu)?, config.cpu);
-                    ops.set(
-                        true,
-                        path(&["resources", "limits", "cpu"]),
-                        json!(format_cpu(new)),
-                    );
-                }
-                if let Some(old) = read(Some(limits), "memory", parse_mem_gb)? {
-                    let new =
-                        scaled_limit(old, read(requests, "memory", parse_mem_gb)?, config.mem_gb);
-                    ops.set(
-                        true,
-                        path(&["resources", "limits", "memory"]),
-                        json!(format_mem(new)),
-                    );
-                }
-            }
+        Some(r) => {
+            ops.set(
+                r.contains_key("cpu"),
+                path(&["resources", "requests", "cpu"]),
+                cpu,
+            );
+            ops.set(
+                r.contains_key("memory"),
+                path(&["resources", "requests", "memory"]),
+                mem,
+            );
         }
     }
+    let Some(limits) = res.get("limits").and_then(Value::as_object) else {
+        return Ok(());
+    };
+    let read = |m: Option<&Map<String, Value>>,
+                key: &str,
+                parse: fn(&str) -> Option<f64>|
+     -> Result<Option<f64>, String> {
+        match m.and_then(|m| m.get(key)) {
+            None => Ok(None),
+            Some(v) => v
+                .as_str()
+                .and_then(parse)
+                .map(Some)
+                .ok_or_else(|| format!("unreadable {key} quantity {v}")),
+        }
+    };
+    if let Some(old) = read(Some(limits), "cpu", parse_cpu)? {
+        let new = scaled_limit(old, read(requests, "cpu", parse_cpu)?, config.cpu);
+        ops.set(
+            true,
+            path(&["resources", "limits", "cpu"]),
+            json!(format_cpu(new)),
+        );
+    }
+    if let Some(old) = read(Some(limits), "memory", parse_mem_gb)? {
+        let new = scaled_limit(old, read(requests, "memory", parse_mem_gb)?, config.mem_gb);
+        ops.set(
+            true,
+            path(&["resources", "limits", "memory"]),
+            json!(format_mem(new)),
+        );
+    }
+    Ok(())
+}
 
-    // Flag strings (MAKEFLAGS, GOFLAGS, MAVEN_ARGS, GRADLE_OPTS) are merged, numbers replaced.
+/// Sets every concurrency variable (flag strings such as MAKEFLAGS, GOFLAGS, MAVEN_ARGS and
+/// GRADLE_OPTS are merged, numbers replaced; `valueFrom` is left alone) and adds `extra_env`
+/// (the reporter's identity) where the container does not set it.
+fn env_ops(
+    ops: &mut Ops,
+    path: &dyn Fn(&[&str]) -> PointerBuf,
+    c: &Value,
+    config: &BuildConfig,
+    concurrency_env: &[String],
+    extra_env: &[Value],
+) {
     let value_for = |name: &str, current: Option<&str>| {
         write_jobs(form_of(name), current, config.concurrency, config.cpu)
     };
@@ -192,48 +214,44 @@ pub fn resource_ops(
         })
         .cloned()
         .collect();
-    match existing {
-        None => {
-            let mut env: Vec<Value> = concurrency_env
-                .iter()
-                .map(|n| json!({"name": n, "value": value_for(n, None)}))
-                .collect();
-            env.extend(extras);
-            if !env.is_empty() {
-                ops.set(false, path(&["env"]), Value::Array(env));
-            }
+    let Some(env) = existing else {
+        let mut env: Vec<Value> = concurrency_env
+            .iter()
+            .map(|n| json!({"name": n, "value": value_for(n, None)}))
+            .collect();
+        env.extend(extras);
+        if !env.is_empty() {
+            ops.set(false, path(&["env"]), Value::Array(env));
         }
-        Some(env) => {
-            for name in concurrency_env {
-                match env
-                    .iter()
-                    .position(|e| e.get("name").and_then(Value::as_str) == Some(name))
-                {
-                    Some(k) if env[k].get("valueFrom").is_some() => {
-                        // Set from a ConfigMap or Secret: the team owns it; leave it.
-                    }
-                    Some(k) => {
-                        let current = env[k].get("value").and_then(Value::as_str);
-                        let k = k.to_string();
-                        ops.set(
-                            current.is_some(),
-                            path(&["env", k.as_str(), "value"]),
-                            json!(value_for(name, current)),
-                        );
-                    }
-                    None => ops.set(
-                        false,
-                        path(&["env", "-"]),
-                        json!({"name": name, "value": value_for(name, None)}),
-                    ),
-                }
+        return;
+    };
+    for name in concurrency_env {
+        match env
+            .iter()
+            .position(|e| e.get("name").and_then(Value::as_str) == Some(name))
+        {
+            Some(k) if env[k].get("valueFrom").is_some() => {
+                // Set from a ConfigMap or Secret: the team owns it; leave it.
             }
-            for e in extras {
-                ops.set(false, path(&["env", "-"]), e);
+            Some(k) => {
+                let current = env[k].get("value").and_then(Value::as_str);
+                let k = k.to_string();
+                ops.set(
+                    current.is_some(),
+                    path(&["env", k.as_str(), "value"]),
+                    json!(value_for(name, current)),
+                );
             }
+            None => ops.set(
+                false,
+                path(&["env", "-"]),
+                json!({"name": name, "value": value_for(name, None)}),
+            ),
         }
     }
-    Ok(ops.ops)
+    for e in extras {
+        ops.set(false, path(&["env", "-"]), e);
+    }
 }
 
 /// Operations adding `annotations` (creating the map when the pod has none).

@@ -508,8 +508,10 @@ fn the_watcher_reads_back_the_concurrency_admission_saw_or_wrote() {
 #[test]
 fn held_out_pods_are_decided_annotated_and_left_as_requested() {
     let pod = build_pod(json!({}));
+    // Without a model the baseline is applied only with the opt-in; holdout takes it back.
     let all = Settings {
         holdout_rate: 1.0,
+        cold_start_apply_defaults: true,
         ..Settings::default()
     };
     let a = run(
@@ -540,15 +542,23 @@ fn held_out_pods_are_decided_annotated_and_left_as_requested() {
     assert_eq!((row.cpu_req, row.mem_req_gb), (2.0, 4.0));
 
     // Cold starts and dry runs are not drawn into the control group.
-    let cold = run(&request("CREATE", "Pod", pod.clone()), &all, None);
+    let no_opt_in = Settings {
+        holdout_rate: 1.0,
+        ..Settings::default()
+    };
+    let cold = run(&request("CREATE", "Pod", pod.clone()), &no_opt_in, None);
     assert_eq!(cold.outcome, Outcome::ColdStart);
     let dry = build_pod(json!({"inframind.io/dry-run": "true"}));
     let dry = run(&request("CREATE", "Pod", dry), &all, Some(history()));
     assert_eq!(dry.outcome, Outcome::DryRun);
     // At rate 0 the same pod is changed.
+    let rate_zero = Settings {
+        holdout_rate: 0.0,
+        ..all
+    };
     let none = run(
         &request("CREATE", "Pod", pod.clone()),
-        &Settings::default(),
+        &rate_zero,
         Some(history()),
     );
     assert_eq!(none.outcome, Outcome::Mutated);
