@@ -58,6 +58,8 @@ fn settings(policies: Arc<Policies>) -> Settings {
             ..Default::default()
         })),
         policies,
+        // No model here: the guarded baseline is applied only with the operator's opt-in.
+        cold_start_apply_defaults: true,
         ..Settings::default()
     }
 }
@@ -283,9 +285,16 @@ async fn same_named_pipelines_in_two_namespaces_stay_apart() {
     assert_eq!(note(&a, contract::PIPELINE), "team-a:build/compile");
     assert_eq!(note(&b, contract::PIPELINE), "team-b:build/compile");
     assert_eq!(note(&a, contract::DECISION_ANNOTATION), "applied");
-    // team-b has no history of its own: team-a's does not steer it.
-    assert_eq!(note(&b, contract::DECISION_ANNOTATION), "unchanged");
-    assert_eq!(b["spec"], pod["spec"]);
+    // team-b has no history of its own: team-a's does not steer it. team-a runs its own last
+    // success (3 cpu / 6 GB / -j3); team-b gets the configured defaults (4 cpu / 8 GB / -j4).
+    assert_eq!(
+        note(&a, contract::RECOMMENDATION),
+        "cpu=3 memory=6Gi concurrency=3"
+    );
+    assert_eq!(
+        note(&b, contract::RECOMMENDATION),
+        "cpu=4 memory=8Gi concurrency=4"
+    );
     // Globally unique identifiers are not scoped.
     let (_, g) = admit(&wh, "uid-g", "team-b", &fixture("gitlab")).await;
     assert_eq!(note(&g, contract::PIPELINE), "acme/api");
