@@ -319,6 +319,22 @@ pub fn write_jobs(form: Form, current: Option<&str>, jobs: u32, cpu: f64) -> Str
     }
 }
 
+/// `value` within `max` bytes: as is when short enough; else its head, `~`, and the first 16 hex
+/// digits of the SHA-256 of the whole, so distinct long values stay distinct, stably. Whatever a
+/// pod brings, what InfraMind copies into annotations, env and cache keys stays small.
+pub fn cap_bytes(value: &str, max: usize) -> String {
+    if value.len() <= max {
+        return value.to_string();
+    }
+    use sha2::Digest;
+    let digest = hex::encode(&sha2::Sha256::digest(value.as_bytes())[..8]);
+    let mut head = max.saturating_sub(digest.len() + 1);
+    while !value.is_char_boundary(head) {
+        head -= 1;
+    }
+    format!("{}~{digest}", &value[..head])
+}
+
 /// Concurrency from `-jN`, `-j N`, `--jobs=N` or `--jobs N` in MAKEFLAGS-style text.
 pub fn jobs_in_makeflags(flags: &str) -> Option<u32> {
     read_jobs(Form::MakeFlags, flags)

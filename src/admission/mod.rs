@@ -214,7 +214,8 @@ fn unchanged(uid: &str, outcome: Outcome, warning: Option<String>) -> Admission 
 }
 
 /// Longest value copied from the pod (pipeline, branch, image, …) into an annotation, bytes. A
-/// longer one keeps its first bytes and ends with `…sha256:` and 16 hex digits of the whole value,
+/// longer one keeps its first bytes and ends with `~` and 16 hex digits of its SHA-256
+/// ([`contract::cap_bytes`], the one capping rule),
 /// so several copies of a huge value cannot push the pod over the API server's annotation limit.
 pub const MAX_COPIED_VALUE_BYTES: usize = 1024;
 /// The API server's limit on the total size of a pod's annotations (keys and values), bytes.
@@ -222,17 +223,7 @@ pub const ANNOTATIONS_LIMIT_BYTES: usize = 256 * 1024;
 
 /// `value` capped to [`MAX_COPIED_VALUE_BYTES`] (see there).
 pub fn capped(value: &str) -> String {
-    if value.len() <= MAX_COPIED_VALUE_BYTES {
-        return value.to_string();
-    }
-    use sha2::Digest;
-    let digest = hex::encode(sha2::Sha256::digest(value.as_bytes()));
-    let suffix = format!("…sha256:{}", &digest[..16]);
-    let mut end = MAX_COPIED_VALUE_BYTES - suffix.len();
-    while !value.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}{suffix}", &value[..end])
+    contract::cap_bytes(value, MAX_COPIED_VALUE_BYTES)
 }
 
 /// Total size of the pod's annotations (keys and values, as the API server counts) once
@@ -423,6 +414,22 @@ pub fn admit(
         .filter(|_| decision.action == Action::Apply)
     {
         match limits::bound(pod, i, &decision.config, &policy) {
+            // The decided memory respects the RSS and OOM floors; a LimitRange that cuts it
+            // below both that and the pod's own request could OOM a build that would have run:
+            // keep the request instead.
+            Ok((config, _))
+                if config.mem_gb < decision.config.mem_gb
+                    && request.as_ref().is_none_or(|r| config.mem_gb < r.mem_gb) =>
+            {
+                return unchanged(
+                    uid,
+                    Outcome::Kept,
+                    Some(format!(
+                        "inframind: admitted unchanged: the namespace's LimitRange caps memory at {:.2} GB, below the {:.2} GB the memory guards ask for",
+                        config.mem_gb, decision.config.mem_gb
+                    )),
+                );
+            }
             Ok((config, notes)) => {
                 decision.config = config;
                 bounds = notes;
@@ -483,7 +490,7 @@ pub fn admit(
         notes.push((contract::BOUNDS.into(), bounds.join("; ")));
     }
     if no_history {
-        notes.retain(|(k, _)| k != "inframind.io/reason");
+        notes.retain(|(k, _)| k != contract::REASON);
         notes.push((
             contract::REASON.into(),
             "no history for this pipeline yet: left as requested".into(),

@@ -55,13 +55,7 @@ pub fn bounded(s: String) -> String {
     if s.len() <= MAX_RECOGNISED_LEN {
         return s;
     }
-    use sha2::Digest;
-    let digest = hex::encode(&sha2::Sha256::digest(s.as_bytes())[..8]);
-    let mut head = MAX_RECOGNISED_LEN - digest.len() - 1;
-    while !s.is_char_boundary(head) {
-        head -= 1;
-    }
-    format!("{}~{digest}", &s[..head])
+    contract::cap_bytes(&s, MAX_RECOGNISED_LEN)
 }
 
 /// Annotation naming the build container explicitly.

@@ -569,3 +569,35 @@ fn held_out_pods_are_decided_annotated_and_left_as_requested() {
         .decision
         .is_some_and(crate::record::DecisionTag::changed_the_pod));
 }
+
+/// A LimitRange that caps memory below the guarded decision and below the pod's own request
+/// could OOM a build that would have run as requested: the pod is kept as it asked.
+#[test]
+fn a_limit_range_under_the_guarded_memory_keeps_the_request() {
+    let mut pod = build_pod(json!({}));
+    pod["metadata"]["namespace"] = json!("ci");
+    let lr: k8s_openapi::api::core::v1::LimitRange = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "LimitRange", "metadata": {"name": "b", "namespace": "ci"},
+        "spec": {"limits": [{"type": "Container", "max": {"memory": "3Gi"}}]}}))
+    .unwrap();
+    let policies = Arc::new(limits::Policies::new());
+    policies.set("ci", limits::NamespacePolicy::from_objects(&[&lr], &[]));
+    let settings = Settings {
+        cold_start_apply_defaults: true,
+        policies,
+        ..Settings::default()
+    };
+    // History says 6 GB; the pod asks for 4Gi; the namespace allows at most 3Gi.
+    let a = run(
+        &request("CREATE", "Pod", pod.clone()),
+        &settings,
+        Some(history()),
+    );
+    assert_eq!(a.outcome, Outcome::Kept);
+    assert!(a.response.patch.is_none());
+    assert!(
+        a.response.warnings[0].contains("LimitRange caps memory"),
+        "{:?}",
+        a.response.warnings
+    );
+}
