@@ -340,7 +340,10 @@ async fn post_runs(state: Arc<ApiState>, body: Bytes) -> warp::reply::Response {
         Err(resp) => return resp,
     };
     match ingest_rows(&store, rows, Utc::now()).await {
-        Ok(report) => warp::reply::json(&report).into_response(),
+        Ok(report) => {
+            state.metrics.ingested(&report.by_outcome);
+            warp::reply::json(&report).into_response()
+        }
         Err(e) => {
             state.reset_store().await;
             unavailable(&e.to_string())

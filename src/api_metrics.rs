@@ -15,12 +15,22 @@ struct RequestLabel {
     status: u16,
 }
 
+/// Labels of a stored build: what InfraMind decided and how the build ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RunLabel {
+    /// The decision tag, or `none`.
+    pub decision: &'static str,
+    /// `success`, `failure` or `oom`.
+    pub result: &'static str,
+}
+
 /// The API's metrics.
 #[derive(Debug)]
 pub struct ApiMetrics {
     registry: Registry,
     requests: Family<RequestLabel, Counter>,
     duration: Histogram,
+    runs: Family<RunLabel, Counter>,
 }
 
 impl Default for ApiMetrics {
@@ -67,10 +77,29 @@ impl ApiMetrics {
             "Time to answer an API request, server side",
             duration.clone(),
         );
+        let runs = Family::<RunLabel, Counter>::default();
+        registry.register(
+            "inframind_runs_ingested",
+            "Valid build rows accepted by POST /v1/runs, by decision and result (a reporter's retry of a stored run counts again); the OOM rate of applied vs holdout builds and the no-telemetry alert read it",
+            runs.clone(),
+        );
         ApiMetrics {
             registry,
             requests,
             duration,
+            runs,
+        }
+    }
+
+    /// Records the rows of one successful ingestion.
+    pub fn ingested(
+        &self,
+        by_outcome: &std::collections::BTreeMap<(&'static str, &'static str), u64>,
+    ) {
+        for ((decision, result), n) in by_outcome {
+            self.runs
+                .get_or_create(&RunLabel { decision, result })
+                .inc_by(*n);
         }
     }
 
@@ -116,5 +145,26 @@ mod tests {
         assert!(!text.contains("acme"));
         assert!(text.contains("inframind_api_request_duration_seconds_count 3"));
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn ingested_runs_are_counted_by_decision_and_result() {
+        let m = ApiMetrics::new();
+        let mut by = std::collections::BTreeMap::new();
+        by.insert(("applied", "oom"), 2);
+        by.insert(("holdout", "success"), 1);
+        m.ingested(&by);
+        m.ingested(&by);
+        let text = m.render();
+        assert!(
+            text.contains("# TYPE inframind_runs_ingested counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("inframind_runs_ingested_total{decision=\"applied\",result=\"oom\"} 4"),
+            "{text}"
+        );
+        assert!(text
+            .contains("inframind_runs_ingested_total{decision=\"holdout\",result=\"success\"} 2"));
     }
 }

@@ -164,6 +164,15 @@ pub fn version_at(t: DateTime<Utc>) -> String {
     format!("model_v{}", t.format("%Y%m%d_%H%M%S"))
 }
 
+/// When a model was trained, read back from its version name (`None` for a name
+/// [`version_at`] did not make, such as a test's `model_vtest`).
+pub fn trained_at(version: &str) -> Option<DateTime<Utc>> {
+    let stamp = version.strip_prefix("model_v")?.get(..15)?;
+    chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%d_%H%M%S")
+        .ok()
+        .map(|t| t.and_utc())
+}
+
 impl Model {
     /// Serialises the model into the binary artifact format.
     pub fn to_bytes(&self) -> Vec<u8> {

@@ -149,6 +149,22 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
+    /// The decision as a metric label: its tag, or `none` for a run nothing tagged.
+    pub fn decision_label(&self) -> &'static str {
+        self.decision.map_or("none", DecisionTag::as_str)
+    }
+
+    /// How the run ended, as a metric label: `oom`, `success` or `failure`.
+    pub fn result_label(&self) -> &'static str {
+        if self.oom_killed {
+            "oom"
+        } else if self.success {
+            "success"
+        } else {
+            "failure"
+        }
+    }
+
     /// The resource configuration this run was admitted with.
     pub fn config(&self) -> crate::BuildConfig {
         crate::BuildConfig {

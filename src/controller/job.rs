@@ -41,7 +41,8 @@ pub const JOB_NAME_ENV: &str = "INFRAMIND_JOB_NAME";
 pub const TTL_SECONDS_AFTER_FINISHED: i32 = 24 * 3600;
 
 /// The controller's environment variables a training pod gets: the store, the registry, the
-/// models cache and logging. Nothing else (other Secrets, tokens, cloud credentials) is copied.
+/// models cache, logging and the model-signing key's path (the Job trains and signs). Nothing
+/// else (other Secrets, tokens, cloud credentials) is copied.
 pub const TRAINING_ENV: &[&str] = &[
     "INFRAMIND_DATABASE_URL",
     "INFRAMIND_REDIS_URL",
@@ -49,7 +50,21 @@ pub const TRAINING_ENV: &[&str] = &[
     "INFRAMIND_MODELS_DIR",
     "INFRAMIND_LOG",
     "INFRAMIND_LOG_FORMAT",
+    "INFRAMIND_MODEL_SIGNING_KEY_FILE",
 ];
+
+/// The controller's Secret volumes a training pod gets, by the chart's names: the model-signing
+/// key (a Job that trains must sign, or every webhook refuses its model) and the stores' CA
+/// bundle (the store URLs name it for `sslmode=verify-full` / `rediss://`). Any other Secret or
+/// projected volume (service account tokens, cloud credentials) stays with the controller.
+pub const TRAINING_SECRET_VOLUMES: &[&str] = &["model-signing", "stores-ca"];
+
+/// Whether a volume of the controller's pod goes into training Jobs: scratch space, or one of
+/// [`TRAINING_SECRET_VOLUMES`] as a plain Secret volume.
+fn training_volume(v: &Volume) -> bool {
+    v.empty_dir.is_some()
+        || (v.secret.is_some() && TRAINING_SECRET_VOLUMES.contains(&v.name.as_str()))
+}
 
 /// Which images and service accounts a TrainingJob may choose: the controller's configuration,
 /// never the TrainingJob's own say.
@@ -139,8 +154,8 @@ pub struct JobTemplate {
     /// Environment: the controller's [`TRAINING_ENV`] variables (Secret references stay
     /// references).
     pub env: Vec<EnvVar>,
-    /// Scratch volumes (`emptyDir` only: the controller's Secret or projected volumes may hold
-    /// credentials training does not need).
+    /// Scratch volumes and the [`TRAINING_SECRET_VOLUMES`] (the controller's other Secret or
+    /// projected volumes may hold credentials training does not need).
     pub volumes: Vec<Volume>,
     /// Mounts of those volumes.
     pub volume_mounts: Vec<VolumeMount>,
@@ -173,7 +188,7 @@ impl JobTemplate {
             .clone()
             .unwrap_or_default()
             .into_iter()
-            .filter(|v| v.empty_dir.is_some())
+            .filter(training_volume)
             .collect();
         Some(JobTemplate {
             namespace: pod.namespace().unwrap_or_else(|| "default".into()),
@@ -387,18 +402,24 @@ mod tests {
                         {"name": "INFRAMIND_REDIS_URL", "valueFrom": {"secretKeyRef": {"name": "inframind-redis", "key": "url"}}},
                         {"name": "INFRAMIND_MODELS_DIR", "value": "/var/lib/inframind/models"},
                         {"name": "INFRAMIND_LEASE_NAME", "value": "inframind-controller"},
+                        {"name": "INFRAMIND_MODEL_SIGNING_KEY_FILE", "value": "/etc/inframind/model-signing/key.pem"},
                         {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": "cloud", "key": "secret"}}}
                     ],
                     "envFrom": [{"secretRef": {"name": "everything"}}],
                     "volumeMounts": [
                         {"name": "models", "mountPath": "/var/lib/inframind/models"},
                         {"name": "cloud-credentials", "mountPath": "/etc/cloud", "readOnly": true},
+                        {"name": "model-signing", "mountPath": "/etc/inframind/model-signing", "readOnly": true},
+                        {"name": "stores-ca", "mountPath": "/etc/inframind/stores-ca", "readOnly": true},
                         {"name": "kube-api-access-x1y2z", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}
                     ]
                 }],
                 "volumes": [
                     {"name": "models", "emptyDir": {}},
                     {"name": "cloud-credentials", "secret": {"secretName": "cloud"}},
+                    {"name": "model-signing", "secret": {"secretName": "inframind-model-signing"}},
+                    {"name": "stores-ca", "secret": {"secretName": "db-ca"}},
+                    {"name": "model-public", "projected": {"sources": []}},
                     {"name": "kube-api-access-x1y2z", "projected": {"sources": []}}
                 ]
             }
@@ -495,6 +516,7 @@ mod tests {
                 "INFRAMIND_DATABASE_URL",
                 JOB_NAME_ENV,
                 "INFRAMIND_MODELS_DIR",
+                "INFRAMIND_MODEL_SIGNING_KEY_FILE",
                 "INFRAMIND_REDIS_URL"
             ]
         );
@@ -505,14 +527,18 @@ mod tests {
             .flatten()
             .map(|v| v.name.as_str())
             .collect();
-        assert_eq!(vols, ["models"], "only scratch volumes");
+        assert_eq!(
+            vols,
+            ["models", "model-signing", "stores-ca"],
+            "scratch, the signing key and the stores' CA; no other Secret, no projected volume"
+        );
         let mounts: Vec<&str> = c
             .volume_mounts
             .iter()
             .flatten()
             .map(|m| m.name.as_str())
             .collect();
-        assert_eq!(mounts, ["models"]);
+        assert_eq!(mounts, ["models", "model-signing", "stores-ca"]);
         assert_eq!(
             pod.image_pull_secrets.as_ref().unwrap()[0].name,
             "regcred",

@@ -34,6 +34,8 @@ pub struct Metrics {
     /// The last trained model's headline holdout scores, by TrainingJob and metric
     /// (`mae_seconds`, `r2`, `rank_accuracy`); a metric without a value is not set.
     pub model_scores: Family<Labels, Gauge<f64, AtomicU64>>,
+    /// Build outcomes the pod watcher recorded, by decision and result.
+    runs_recorded: Family<crate::api_metrics::RunLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -55,6 +57,12 @@ impl Metrics {
         let training_duration = Histogram::new(exponential_buckets(0.5, 2.0, 12));
         let reconcile_duration = Histogram::new(exponential_buckets(0.005, 4.0, 10));
         let model_scores = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        let runs_recorded = Family::<crate::api_metrics::RunLabel, Counter>::default();
+        registry.register(
+            "inframind_controller_runs_recorded",
+            "Finished build pods the outcome watcher recorded, by decision and result",
+            runs_recorded.clone(),
+        );
         registry.register(
             "inframind_controller_reconciliations",
             "TrainingJob reconciliations run",
@@ -101,6 +109,7 @@ impl Metrics {
             model_scores.clone(),
         );
         Metrics {
+            runs_recorded,
             model_scores,
             registry,
             reconciliations,
@@ -146,6 +155,16 @@ impl Metrics {
         }
     }
 
+    /// Counts a build outcome the watcher stored for the first time.
+    pub fn run_recorded(&self, run: &crate::record::RunRecord) {
+        self.runs_recorded
+            .get_or_create(&crate::api_metrics::RunLabel {
+                decision: run.decision_label(),
+                result: run.result_label(),
+            })
+            .inc();
+    }
+
     /// Counts a trigger firing.
     pub fn trigger(&self, kind: &str) {
         self.triggers
@@ -183,8 +202,14 @@ mod tests {
                 ..Default::default()
             },
         );
+        let mut oom = crate::simulate::demo_runs(1, chrono::Utc::now(), 1).remove(0);
+        oom.oom_killed = true;
+        oom.success = false;
+        oom.decision = Some(crate::record::DecisionTag::Applied);
+        m.run_recorded(&oom);
         let text = m.render();
         for line in [
+            "inframind_controller_runs_recorded_total{decision=\"applied\",result=\"oom\"} 1",
             "inframind_controller_reconciliations_total 1",
             "inframind_controller_reconcile_failures_total{error=\"store\"} 1",
             "inframind_controller_trainings_total{outcome=\"promoted\"} 1",

@@ -81,6 +81,10 @@ pub struct ControllerArgs {
     /// In-process trainings at once; more wait in phase Pending.
     #[arg(long, env = "INFRAMIND_MAX_CONCURRENT_TRAININGS", default_value_t = 1)]
     pub max_concurrent_trainings: usize,
+    /// Shutdown: the probes and /metrics carry no admission traffic, so only the grace applies
+    /// (a scrape in flight finishes); the leader hands its Lease back first.
+    #[command(flatten)]
+    pub drain: crate::config::DrainSettings,
 }
 
 fn hostname() -> String {
@@ -174,10 +178,7 @@ pub async fn run(global: &Global, args: ControllerArgs) -> anyhow::Result<()> {
     )
     .await;
     ready.store(false, Ordering::Relaxed);
-    http.shutdown(std::time::Duration::from_secs(
-        crate::serving::DEFAULT_GRACE_SECONDS,
-    ))
-    .await;
+    http.shutdown(args.drain.drain().grace).await;
     result
 }
 

@@ -32,9 +32,19 @@ pub struct Recorder {
     done: HashSet<String>,
     pending: HashMap<String, RunRecord>,
     node_types: HashMap<String, String>,
+    /// Where newly recorded builds are counted (none in tests that need no metrics).
+    metrics: Option<Arc<super::metrics::Metrics>>,
 }
 
 impl Recorder {
+    /// A recorder that counts what it records in `metrics`.
+    pub fn with_metrics(metrics: Arc<super::metrics::Metrics>) -> Recorder {
+        Recorder {
+            metrics: Some(metrics),
+            ..Default::default()
+        }
+    }
+
     /// Instance type of `node`, looked up once per node.
     async fn node_type(&mut self, nodes: &Api<Node>, node: &str) -> Option<String> {
         if let Some(t) = self.node_types.get(node) {
@@ -95,6 +105,9 @@ impl Recorder {
             match store.record_outcome(&run, chrono::Utc::now()).await {
                 Ok(new) => {
                     if new {
+                        if let Some(m) = &self.metrics {
+                            m.run_recorded(&run);
+                        }
                         tracing::info!(run_id = %run.run_id, pipeline = %run.pipeline, success = run.success, oom = run.oom_killed, duration_s = run.duration_s, "recorded a build outcome");
                     }
                     self.done.insert(uid);
@@ -143,7 +156,7 @@ pub async fn watch(client: Client, store: Store, recorder: &mut Recorder) {
 
 /// Runs the watcher with the controller's store, reconnecting to the store when it is down.
 pub async fn run(ctx: Arc<Context>) {
-    let mut recorder = Recorder::default();
+    let mut recorder = Recorder::with_metrics(ctx.metrics.clone());
     loop {
         match ctx.store().await {
             Ok(store) => watch(ctx.client.clone(), store, &mut recorder).await,

@@ -33,6 +33,9 @@ pub struct IngestReport {
     pub duplicates: u64,
     /// Input columns the record does not know (ignored).
     pub unknown_fields: Vec<String>,
+    /// Valid rows by (decision, result) label, for the ingest metric; not part of the answer.
+    #[serde(skip)]
+    pub by_outcome: std::collections::BTreeMap<(&'static str, &'static str), u64>,
 }
 
 /// A parsed input row, or the reason it could not be parsed at all.
@@ -133,6 +136,12 @@ pub async fn ingest_rows(
         }
     }
     let outcome = store.insert_runs(&valid, now).await?;
+    for run in &valid {
+        *report
+            .by_outcome
+            .entry((run.decision_label(), run.result_label()))
+            .or_default() += 1;
+    }
     report.accepted = outcome.inserted;
     report.duplicates = outcome.duplicates;
     report.unknown_fields = unknown.into_iter().collect();

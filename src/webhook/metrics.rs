@@ -31,6 +31,7 @@ pub struct Metrics {
     duration: Histogram,
     explored: Counter,
     model_info: Family<VersionLabel, Gauge>,
+    model_trained: Gauge,
     swaps: Counter,
     refusals: Counter,
     cert_reloads: Counter,
@@ -78,6 +79,12 @@ impl Metrics {
             "The model version being served (value 1); 'none' on the cold-start path",
             model_info.clone(),
         );
+        let model_trained = Gauge::default();
+        registry.register(
+            "inframind_model_trained_timestamp_seconds",
+            "When the served model was trained (unix seconds); 0 on the cold-start path. Model age is time() minus this",
+            model_trained.clone(),
+        );
         let swaps = Counter::default();
         registry.register(
             "inframind_model_swaps",
@@ -115,6 +122,7 @@ impl Metrics {
             duration,
             explored,
             model_info,
+            model_trained,
             swaps,
             refusals,
             cert_reloads,
@@ -164,6 +172,11 @@ impl Metrics {
                 version: live.version().unwrap_or_else(|| "none".into()),
             })
             .set(1);
+        let trained = live
+            .version()
+            .and_then(|v| crate::model::trained_at(&v))
+            .map_or(0, |t| t.timestamp());
+        self.model_trained.set(trained);
         // Counters (they only grow): advance each to its source's count.
         let catch_up = |c: &Counter, now: u64| {
             c.inc_by(now.saturating_sub(c.get()));
@@ -199,6 +212,10 @@ mod tests {
             );
             assert!(text.contains(&format!("{name}_total 0")), "{name}");
         }
+        assert!(
+            text.contains("inframind_model_trained_timestamp_seconds 0"),
+            "no model: {text}"
+        );
         live.set(crate::training::tests::small_model(300).0);
         let text = m.render(&live, 3, None);
         assert!(text.contains("inframind_model_swaps_total 1"), "{text}");
@@ -207,6 +224,11 @@ mod tests {
         assert!(m
             .render(&live, 3, None)
             .contains("inframind_model_swaps_total 1"));
+        // model_v20261101_000000: 2026-11-01T00:00:00Z.
+        assert!(
+            text.contains("inframind_model_trained_timestamp_seconds 1793491200"),
+            "{text}"
+        );
         assert!(
             text.ends_with("# EOF\n"),
             "OpenMetrics text, as CONTENT_TYPE says"

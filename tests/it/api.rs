@@ -115,6 +115,16 @@ async fn ingest_reports_accepted_rejected_and_duplicates() {
         (report["accepted"].as_u64(), report["duplicates"].as_u64()),
         (Some(0), Some(1))
     );
+    // The ingest metric counts valid rows by decision and result (the resent one again).
+    let (_, metrics) = Site::plain(api.addr)
+        .send("GET", "/metrics", &[], vec![])
+        .await
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(
+        metrics.contains("inframind_runs_ingested_total{decision=\"none\",result=\"success\"} 3"),
+        "{metrics}"
+    );
 
     let (status, stats) = api
         .call("GET", "/v1/pipelines/acme/api/stats", Some(INGEST), vec![])
