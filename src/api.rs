@@ -356,18 +356,37 @@ async fn get_stats(state: Arc<ApiState>, pipeline: String) -> warp::reply::Respo
         Ok(s) => s,
         Err(resp) => return resp,
     };
-    match store.pipeline_stats(&pipeline).await {
-        Ok(s) if s.runs == 0 => error(
+    let since = Utc::now() - chrono::Duration::days(CACHE_ANALYSIS_DAYS);
+    let read = async {
+        let stats = store.pipeline_stats(&pipeline).await?;
+        let runs = store.runs_since(Some(&pipeline), since).await?;
+        Ok::<_, crate::error::Error>((stats, runs))
+    };
+    match read.await {
+        Ok((s, _)) if s.runs == 0 => error(
             StatusCode::NOT_FOUND,
             &format!("no runs of pipeline {pipeline}"),
         ),
-        Ok(s) => warp::reply::json(&s).into_response(),
+        Ok((s, runs)) => {
+            // The stats, and the cache analysis of the pipeline's last days next to them.
+            let mut body = serde_json::to_value(&s).unwrap_or(Value::Null);
+            let refs: Vec<&crate::record::RunRecord> = runs.iter().collect();
+            let cache = crate::cache_advice::analyse_pipeline(&pipeline, &refs);
+            if let (Value::Object(m), Ok(c)) = (&mut body, serde_json::to_value(&cache)) {
+                m.insert("cache".into(), c);
+                m.insert("cache_since".into(), json!(since));
+            }
+            warp::reply::json(&body).into_response()
+        }
         Err(e) => {
             state.reset_store().await;
             unavailable(&e.to_string())
         }
     }
 }
+
+/// Days of builds the stats endpoint's cache analysis covers.
+pub const CACHE_ANALYSIS_DAYS: i64 = 30;
 
 /// A recommendation request.
 #[derive(Debug, Deserialize)]

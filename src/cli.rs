@@ -56,6 +56,8 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Realized savings: builds InfraMind changed against the holdout (control) group.
     Savings(SavingsArgs),
+    /// Cache advice: which pipelines lose the most time to cold build caches, and what to do.
+    CacheAdvice(CacheAdviceArgs),
     /// Write simulated build telemetry to a file (JSON lines or CSV).
     Simulate(SimulateArgs),
     /// Work with the feature matrix training sees.
@@ -255,6 +257,20 @@ pub struct SavingsArgs {
     pub output: Output,
 }
 
+/// `cache-advice` arguments.
+#[derive(Debug, Args)]
+pub struct CacheAdviceArgs {
+    /// Only this pipeline.
+    #[arg(long)]
+    pub pipeline: Option<String>,
+    /// The period: builds started in the last `30d`, `7d`, `24h`, `2w`.
+    #[arg(long, default_value = "30d", value_parser = crate::savings::parse_period)]
+    pub since: chrono::Duration,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t)]
+    pub output: Output,
+}
+
 /// `simulate` arguments.
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
@@ -329,6 +345,7 @@ pub async fn run(global: &Global, command: Command) -> anyhow::Result<()> {
         Command::Models(cmd) => models(global, cmd).await,
         Command::Explain(a) => explain(global, a).await,
         Command::Savings(a) => savings(global, a).await,
+        Command::CacheAdvice(a) => cache_advice(global, a).await,
         Command::Simulate(a) => simulate(a),
         Command::Features(FeaturesCommand::Export(a)) => export_features(global, a).await,
         Command::Quickstart(a) => quickstart(global, a).await,
@@ -755,6 +772,18 @@ async fn savings(global: &Global, a: SavingsArgs) -> anyhow::Result<()> {
     match a.output {
         Output::Json | Output::Yaml => print_data(a.output, &report)?,
         Output::Table => print!("{}", crate::savings::table(&report)),
+    }
+    Ok(())
+}
+
+async fn cache_advice(global: &Global, a: CacheAdviceArgs) -> anyhow::Result<()> {
+    let store = connect(global).await?;
+    let since = Utc::now() - a.since;
+    let runs = store.runs_since(a.pipeline.as_deref(), since).await?;
+    let report = crate::cache_advice::analyse(&runs, since);
+    match a.output {
+        Output::Json | Output::Yaml => print_data(a.output, &report)?,
+        Output::Table => print!("{}", crate::cache_advice::table(&report)),
     }
     Ok(())
 }

@@ -6,6 +6,7 @@
 pub mod admission;
 pub mod api;
 pub mod api_metrics;
+pub mod cache_advice;
 pub mod cli;
 pub mod client;
 pub mod closed_loop;

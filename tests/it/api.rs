@@ -149,6 +149,23 @@ async fn ingest_reports_accepted_rejected_and_duplicates() {
             .0,
         404
     );
+    // Next to the stats, the cache analysis of the pipeline's last 30 days.
+    let recent = json!({"run_id": "r3", "pipeline": "acme/api", "branch": "main", "cpu_req": 4, "mem_req_gb": 8,
+        "concurrency": 4, "duration_s": 90, "success": 1, "cache_hit_ratio": 0.25,
+        "started_at": (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339()});
+    api.call(
+        "POST",
+        "/v1/runs",
+        Some(INGEST),
+        serde_json::to_vec(&recent).unwrap(),
+    )
+    .await;
+    let (_, stats) = api
+        .call("GET", "/v1/pipelines/acme/api/stats", Some(INGEST), vec![])
+        .await;
+    assert_eq!(stats["cache"]["pipeline"], "acme/api", "{stats}");
+    assert_eq!(stats["cache"]["with_statistics"], 1, "{stats}");
+    assert_eq!(stats["cache"]["durations"]["cold"]["median_s"], 90.0);
 
     let (status, decision) = api
         .call(
@@ -160,7 +177,7 @@ async fn ingest_reports_accepted_rejected_and_duplicates() {
         .await;
     assert_eq!(status, 200);
     assert_eq!(decision["cold_start"], true, "no model yet");
-    assert_eq!(decision["baseline"]["cpu"], 6.0);
+    assert_eq!(decision["baseline"]["cpu"], 4.0, "r3 is the latest success");
     assert!(decision["config"]["mem_gb"].as_f64().unwrap() >= 1.2 * 3.2);
 }
 

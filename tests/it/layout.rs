@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 /// Files and folders of the core, relative to `src/`.
 const CORE: &[&str] = &[
     "record.rs",
+    "cache_advice.rs",
     "features.rs",
     "stats.rs",
     "forest.rs",
