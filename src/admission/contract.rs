@@ -52,6 +52,12 @@ pub const POLICY: &str = "inframind.io/policy";
 pub const CONFIDENCE_VS_REQUEST: &str = "inframind.io/confidence-vs-request";
 /// One line saying why.
 pub const RATIONALE: &str = "inframind.io/rationale";
+/// The cache state the prediction assumed (`warm: last build of main hit 0.92, 40 min ago`).
+pub const EXPECTED_CACHE: &str = "inframind.io/expected-cache";
+/// The build cache the webhook configured (`claim build-cache, ccache 4G`), when it did.
+pub const CACHE: &str = "inframind.io/cache";
+/// Pod opt-in (`enabled`) or opt-out (`disabled`) of the shared build cache.
+pub const CACHE_OPT: &str = "inframind.io/build-cache";
 /// The build container's requests, limits and concurrency before the change (JSON).
 pub const ORIGINAL: &str = "inframind.io/original";
 /// Why a pod was left as requested.

@@ -301,6 +301,12 @@ pub fn decision_annotations(
     if let Some(reason) = &d.reason {
         notes.push(a(contract::REASON, reason.clone()));
     }
+    if let Some(e) = d.expected_cache.as_ref().filter(|_| !d.cold_start) {
+        let state = e
+            .state
+            .map_or("unknown", crate::cache_advice::CacheState::as_str);
+        notes.push(a(contract::EXPECTED_CACHE, format!("{state}: {}", e.basis)));
+    }
     notes
 }
 

@@ -292,6 +292,10 @@ pub struct Decision {
     pub reason: Option<String>,
     /// One line: why this config.
     pub rationale: String,
+    /// The cache this build should expect (its branch's last build), which the prediction is
+    /// for: the forest reads the same hit ratio and age.
+    #[serde(default)]
+    pub expected_cache: Option<crate::cache_advice::ExpectedCache>,
 }
 
 /// Formats a config the way rationales and annotations show it.
@@ -406,7 +410,9 @@ impl Optimizer {
         now: DateTime<Utc>,
     ) -> Plan {
         let guards = self.guards(stats);
-        let d = self.baseline(stats, &guards, request, model);
+        let mut d = self.baseline(stats, &guards, request, model);
+        d.expected_cache =
+            stats.map(|s| crate::cache_advice::expected_cache(&s.history, &ctx.branch, now));
         if let Some(why) = guards.infeasible() {
             let reason = format!("infeasible: {why}");
             return Plan::fixed(keep(d, reason, None));
@@ -466,6 +472,7 @@ impl Optimizer {
             objective: self.config.objective.name().to_string(),
             reason: None,
             rationale: String::new(),
+            expected_cache: None,
         }
     }
 
@@ -691,12 +698,13 @@ fn keep(mut d: Decision, reason: String, beats: Option<f64>) -> Decision {
     d.config = d.request.unwrap_or(d.baseline);
     d.request_confidence = beats.or(d.request_confidence);
     d.rationale = format!(
-        "baseline {} ({}); {reason}{}",
+        "baseline {} ({}); {reason}{}{}",
         describe(&d.baseline),
         d.baseline_source.describe(),
         d.proposal
             .map(|p| format!("; proposal {}", describe(&p)))
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        cache_phrase(&d)
     );
     d.reason = Some(reason);
     d
@@ -728,14 +736,23 @@ fn rationale(d: &Decision, how: &str) -> String {
         _ => String::new(),
     };
     format!(
-        "baseline {} ({}); {how} {}: predicted {predicted:.0}s{versus}, {:.2} confidence it is faster than the baseline{gate}, objective {}; guards: {}",
+        "baseline {} ({}); {how} {}: predicted {predicted:.0}s{versus}{}, {:.2} confidence it is faster than the baseline{gate}, objective {}; guards: {}",
         describe(&d.baseline),
         d.baseline_source.describe(),
         describe(&d.config),
+        cache_phrase(d),
         d.confidence,
         d.objective,
         guard_list(&d.guards)
     )
+}
+
+/// ` with the expected cache warm (…)` for a prediction of the model, else nothing.
+fn cache_phrase(d: &Decision) -> String {
+    match &d.expected_cache {
+        Some(e) if !d.cold_start => format!(" with the {}", e.describe()),
+        _ => String::new(),
+    }
 }
 
 /// The context features of an admission at `now`: the pipeline's history as the stats cache

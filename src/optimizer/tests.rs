@@ -570,3 +570,75 @@ proptest! {
         prop_assert_eq!(&d, &opt.decide_for(&ctx("p"), request.as_ref(), Some(&stats), m, now(), seed));
     }
 }
+
+/// Issue 17: the prediction is for the cache this build should expect (its branch's last
+/// build), not an average. On simulated CI a branch's cache is warm after its last build and a
+/// new branch starts from a mostly cold one; the same config is predicted slower for the new
+/// branch, and the rationale says which cache the prediction assumed.
+#[test]
+fn the_prediction_follows_the_expected_cache_of_the_branch() {
+    let runs = crate::simulate::ci_runs(2500, now(), 5);
+    let spec = crate::training::TrainingSpec {
+        params: ForestParams {
+            n_trees: 30,
+            max_depth: Some(12),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let ok: Vec<_> = runs.iter().filter(|r| r.success).cloned().collect();
+    let (model, _) =
+        crate::training::fit(&[], &ok, &spec, "model_vtest", now(), &mut |_| {}).unwrap();
+    let pipeline = "acme/api";
+    let mine: Vec<RunRecord> = runs
+        .iter()
+        .filter(|r| r.pipeline == pipeline)
+        .cloned()
+        .collect();
+    let mut stats = PipelineStats::from_runs(pipeline, &mine);
+    let at = now() + chrono::Duration::minutes(1);
+    stats.history = crate::features::PipelineHistory::from_runs(
+        mine.iter().filter(|r| crate::features::known_at(r, at)),
+    );
+    let warm_branch = stats
+        .history
+        .last_of_branch("main")
+        .filter(|r| r.cache_hit_ratio.is_some_and(|h| h >= 0.8))
+        .map(|_| "main")
+        .expect("main's last build was warm");
+    let decide = |branch: &str| {
+        let c = BuildContext {
+            branch: branch.into(),
+            ..ctx(pipeline)
+        };
+        exploit().decide(&c, Some(&stats), Some(&model), at, 1)
+    };
+    let warm = decide(warm_branch);
+    let cold = decide("pr-new-branch");
+    assert_eq!(
+        warm.expected_cache.as_ref().and_then(|e| e.state),
+        Some(crate::cache_advice::CacheState::Warm)
+    );
+    assert_eq!(
+        cold.expected_cache.as_ref().and_then(|e| e.state),
+        Some(crate::cache_advice::CacheState::Cold)
+    );
+    let (w, c) = (
+        warm.baseline_duration_s.unwrap(),
+        cold.baseline_duration_s.unwrap(),
+    );
+    eprintln!("same config: warm {w:.0}s, new branch {c:.0}s");
+    assert!(c > w * 1.1, "same config: warm {w:.0}s, new branch {c:.0}s");
+    assert!(
+        warm.rationale
+            .contains("expected cache warm (last build of main hit"),
+        "{}",
+        warm.rationale
+    );
+    assert!(
+        cold.rationale
+            .contains("expected cache cold (first build of branch pr-new-branch)"),
+        "{}",
+        cold.rationale
+    );
+}
