@@ -170,6 +170,11 @@ impl PipelineHistory {
         self.runs.values().rev().take(HISTORY_WINDOW)
     }
 
+    /// The runs of the rolling window, newest first.
+    pub fn recent_runs(&self) -> impl Iterator<Item = &RunRecord> {
+        self.recent()
+    }
+
     /// Number of runs in the rolling window.
     pub fn len(&self) -> usize {
         self.runs.len().min(HISTORY_WINDOW)

@@ -145,6 +145,24 @@ fn history() -> Arc<PipelineStats> {
     })
 }
 
+#[derive(Debug)]
+struct AllBound;
+
+impl super::cache_injection::ClaimIndex for AllBound {
+    fn bound(&self, _: &str, _: &str) -> Option<bool> {
+        Some(true)
+    }
+}
+
+fn everywhere() -> super::cache_injection::CacheSettings {
+    super::cache_injection::CacheSettings {
+        claim: Some("build-cache".into()),
+        remote_env: vec![("SCCACHE_WEBDAV_ENDPOINT".into(), "http://cache:8080".into())],
+        namespaces: vec!["*".into()],
+        max_size_gb: 20,
+    }
+}
+
 fn admit_pod(pod: &Value, settings: &Settings) -> Admission {
     let req: AdmissionRequest = serde_json::from_value(json!({
         "uid": "fuzz", "kind": {"group": "", "version": "v1", "kind": "Pod"},
@@ -181,8 +199,15 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
-    fn any_pod_is_admitted_with_a_patch_that_applies_once(pod in pod(), dry_run in any::<bool>()) {
-        let settings = Settings { dry_run, ..Settings::default() };
+    fn any_pod_is_admitted_with_a_patch_that_applies_once(pod in pod(), dry_run in any::<bool>(), apply in any::<bool>(), cache in any::<bool>()) {
+        // Applied decisions (the cold-start opt-in) and the shared cache exercise every patch.
+        let settings = Settings {
+            dry_run,
+            cold_start_apply_defaults: apply,
+            cache: if cache { everywhere() } else { Default::default() },
+            claims: Some(Arc::new(AllBound)),
+            ..Settings::default()
+        };
         let a = admit_pod(&pod, &settings);
         prop_assert!(a.response.allowed);
         let Some(patch) = &a.response.patch else { return Ok(()) };

@@ -4,6 +4,7 @@
 //! response always allows; the patch only adds or replaces; annotations record what changed and
 //! why; anything doubtful admits the pod unchanged with a warning (fail open).
 
+pub mod cache_injection;
 pub mod contract;
 pub mod holdout;
 pub mod limits;
@@ -169,6 +170,10 @@ pub struct Settings {
     /// Share of decided pods left as requested as the control group (by pod uid). The library
     /// default holds none out; the webhook's `--holdout-rate` defaults to 5 %.
     pub holdout_rate: f64,
+    /// The shared build cache applied decisions configure (none by default).
+    pub cache: cache_injection::CacheSettings,
+    /// Which cache claims are bound where (the webhook's watch), when a claim is configured.
+    pub claims: Option<Arc<dyn cache_injection::ClaimIndex>>,
 }
 
 impl Default for Settings {
@@ -184,6 +189,8 @@ impl Default for Settings {
             nodes: None,
             policies: Arc::new(limits::Policies::new()),
             holdout_rate: 0.0,
+            cache: cache_injection::CacheSettings::default(),
+            claims: None,
         }
     }
 }
@@ -491,6 +498,18 @@ pub fn admit(
         }
     }
     let mut notes = decision_annotations(&decision, what, &ctx, &container, &before);
+    if let Some(note) = cache_note(
+        pod,
+        &meta,
+        i,
+        namespace,
+        settings,
+        stats.as_deref(),
+        outcome,
+        &mut ops,
+    ) {
+        notes.push((contract::CACHE.into(), note));
+    }
     notes.push((contract::CONTAINER_CHOICE.into(), chosen.how.clone()));
     if !bounds.is_empty() {
         notes.push((contract::BOUNDS.into(), bounds.join("; ")));
@@ -537,6 +556,52 @@ pub fn admit(
         },
         outcome,
         decision: Some(decision),
+    }
+}
+
+/// Configures the shared build cache for an opted-in pod the decision changes (see
+/// `cache_injection`): adds its operations to `ops` and returns the annotation, or says why
+/// the pod went without it. `None` when no cache is configured or the pod is not opted in.
+#[allow(clippy::too_many_arguments)]
+fn cache_note(
+    pod: &Value,
+    meta: &recognise::PodMeta,
+    i: usize,
+    namespace: &str,
+    settings: &Settings,
+    stats: Option<&PipelineStats>,
+    outcome: Outcome,
+    ops: &mut Vec<json_patch::PatchOperation>,
+) -> Option<String> {
+    let cache = &settings.cache;
+    if !cache.configured() || !cache.opted_in(namespace, meta.annotation(contract::CACHE_OPT)) {
+        return None;
+    }
+    if outcome != Outcome::Mutated {
+        return Some(format!(
+            "not configured: the pod is left as requested ({})",
+            outcome.as_str()
+        ));
+    }
+    // Plan against the pod as the resource operations leave it (they may create `env`).
+    let mut patched = pod.clone();
+    if let Err(e) = json_patch::patch(&mut patched, ops) {
+        return Some(format!("not configured: {e}"));
+    }
+    let size = cache_injection::size_gb(stats.map(|s| &s.history), cache.max_size_gb);
+    match cache_injection::plan(
+        &patched,
+        i,
+        namespace,
+        cache,
+        settings.claims.as_deref(),
+        size,
+    ) {
+        cache_injection::CachePlan::Inject(more, note) => {
+            ops.extend(more);
+            Some(note)
+        }
+        cache_injection::CachePlan::Skip(why) => Some(why),
     }
 }
 

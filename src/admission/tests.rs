@@ -601,3 +601,119 @@ fn a_limit_range_under_the_guarded_memory_keeps_the_request() {
         a.response.warnings
     );
 }
+
+#[derive(Debug)]
+struct BoundIn(&'static str);
+
+impl cache_injection::ClaimIndex for BoundIn {
+    fn bound(&self, namespace: &str, name: &str) -> Option<bool> {
+        Some(namespace == self.0 && name == "build-cache")
+    }
+}
+
+/// Issue 17: an applied decision in an opted-in namespace mounts the bound cache claim and
+/// points the build tools at it; the control group and other namespaces run as requested.
+#[test]
+fn opted_in_applied_builds_get_the_shared_cache_and_the_control_group_does_not() {
+    let cached = |holdout_rate: f64| Settings {
+        cold_start_apply_defaults: true,
+        holdout_rate,
+        cache: cache_injection::CacheSettings {
+            claim: Some("build-cache".into()),
+            namespaces: vec!["ci".into()],
+            max_size_gb: 20,
+            ..Default::default()
+        },
+        claims: Some(Arc::new(BoundIn("ci"))),
+        ..Settings::default()
+    };
+    let mut pod = build_pod(json!({}));
+    pod["metadata"]["namespace"] = json!("ci");
+    let a = run(
+        &request("CREATE", "Pod", pod.clone()),
+        &cached(0.0),
+        Some(history()),
+    );
+    assert_eq!(a.outcome, Outcome::Mutated);
+    let out = patched(&pod, &a);
+    assert_eq!(
+        out["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"],
+        "build-cache"
+    );
+    let c = &out["spec"]["containers"][0];
+    assert_eq!(
+        c["volumeMounts"][0]["mountPath"],
+        cache_injection::MOUNT_PATH
+    );
+    let env = c["env"].as_array().unwrap();
+    let value = |name: &str| {
+        env.iter()
+            .find(|e| e["name"] == name)
+            .and_then(|e| e["value"].as_str())
+    };
+    assert_eq!(
+        value("MAKEFLAGS"),
+        Some("-j3"),
+        "the decision's env is kept"
+    );
+    assert_eq!(value("CCACHE_DIR"), Some("/var/cache/inframind/ccache"));
+    assert_eq!(
+        value("CCACHE_MAXSIZE"),
+        Some("5G"),
+        "no output measured yet"
+    );
+    let notes = &out["metadata"]["annotations"];
+    assert_eq!(
+        notes[contract::CACHE],
+        "claim build-cache at /var/cache/inframind, size 5G"
+    );
+    // The patched pod is a valid Pod.
+    serde_json::from_value::<k8s_openapi::api::core::v1::Pod>(out.clone()).unwrap();
+    // Re-invocation changes nothing.
+    let again = run(
+        &request("CREATE", "Pod", out),
+        &cached(0.0),
+        Some(history()),
+    );
+    assert!(again.response.patch.is_none());
+
+    // The control group is left as requested, and says why it has no cache.
+    let held = run(
+        &request("CREATE", "Pod", pod.clone()),
+        &cached(1.0),
+        Some(history()),
+    );
+    assert_eq!(held.outcome, Outcome::Holdout);
+    let out = patched(&pod, &held);
+    assert_eq!(out["spec"], pod["spec"]);
+    assert!(out["metadata"]["annotations"][contract::CACHE]
+        .as_str()
+        .unwrap()
+        .contains("left as requested (holdout)"));
+    // Another namespace is not opted in; a pod there can opt in, but the claim is not bound
+    // there, so it is not mounted.
+    let mut web = build_pod(json!({}));
+    web["metadata"]["namespace"] = json!("web");
+    let a = run(
+        &request("CREATE", "Pod", web.clone()),
+        &cached(0.0),
+        Some(history()),
+    );
+    let out = patched(&web, &a);
+    assert!(out["spec"].get("volumes").is_none());
+    assert!(out["metadata"]["annotations"]
+        .get(contract::CACHE)
+        .is_none());
+    web["metadata"]["annotations"] = json!({contract::CACHE_OPT: "enabled"});
+    let a = run(
+        &request("CREATE", "Pod", web.clone()),
+        &cached(0.0),
+        Some(history()),
+    );
+    let out = patched(&web, &a);
+    assert!(out["spec"].get("volumes").is_none());
+    assert!(out["metadata"]["annotations"][contract::CACHE]
+        .as_str()
+        .unwrap()
+        .contains("no bound PersistentVolumeClaim build-cache in namespace web"));
+}

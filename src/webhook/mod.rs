@@ -4,6 +4,7 @@
 //! the per-pipeline stats (refreshed in the background). See `server.rs` for the HTTP contract.
 
 pub mod ca;
+pub mod cache_claims;
 pub mod metrics;
 pub mod namespace_policy;
 pub mod nodes;
@@ -96,6 +97,24 @@ pub struct WebhookArgs {
     /// Watch every namespace's LimitRange and ResourceQuota and keep decisions within them.
     #[arg(long, env = "INFRAMIND_WATCH_NAMESPACE_LIMITS", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub watch_namespace_limits: bool,
+    /// Shared build cache: a PersistentVolumeClaim (ReadWriteMany) each opted-in namespace
+    /// holds, mounted into applied builds with CCACHE_DIR / SCCACHE_DIR pointed at it (needs
+    /// list/watch on persistentvolumeclaims; a claim not bound in the pod's namespace is never
+    /// mounted).
+    #[arg(long, env = "INFRAMIND_CACHE_CLAIM")]
+    pub cache_claim: Option<String>,
+    /// Shared build cache: variables pointing sccache at a remote backend, `NAME=value`
+    /// (comma-separated), e.g. `SCCACHE_WEBDAV_ENDPOINT=http://cache.ci:8080`.
+    #[arg(long, env = "INFRAMIND_CACHE_REMOTE_ENV", value_delimiter = ',', value_parser = parse_env_pair)]
+    pub cache_remote_env: Vec<(String, String)>,
+    /// Namespaces whose pods get the shared build cache (comma-separated; `*` for all). Pods
+    /// opt in elsewhere, or out, with the annotation inframind.io/build-cache: enabled|disabled.
+    #[arg(long, env = "INFRAMIND_CACHE_NAMESPACES", value_delimiter = ',')]
+    pub cache_namespaces: Vec<String>,
+    /// Largest CCACHE_MAXSIZE / SCCACHE_CACHE_SIZE written, GB (the size follows what the
+    /// pipeline's builds write).
+    #[arg(long, env = "INFRAMIND_CACHE_MAX_SIZE_GB", default_value_t = 20)]
+    pub cache_max_size_gb: u32,
     /// Optimizer settings.
     #[command(flatten)]
     pub optimizer: OptimizerSettings,
@@ -151,7 +170,34 @@ pub fn settings(args: &WebhookArgs) -> anyhow::Result<Settings> {
         policies: Arc::new(crate::admission::limits::Policies::new()),
         holdout_rate: crate::admission::holdout::validate_rate(args.holdout_rate)
             .map_err(anyhow::Error::msg)?,
+        cache: crate::admission::cache_injection::CacheSettings {
+            claim: args.cache_claim.clone().filter(|c| !c.trim().is_empty()),
+            remote_env: args.cache_remote_env.clone(),
+            namespaces: args
+                .cache_namespaces
+                .iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            max_size_gb: args.cache_max_size_gb.max(1),
+        },
+        claims: None,
     })
+}
+
+/// `NAME=value`, with a name the environment accepts.
+fn parse_env_pair(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not NAME=value"))?;
+    let k = k.trim();
+    let valid = !k.is_empty()
+        && !k.starts_with(|c: char| c.is_ascii_digit())
+        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(format!("`{k}` is not an environment variable name"));
+    }
+    Ok((k.to_string(), v.to_string()))
 }
 
 /// Starts the Node watch when asked and the cluster is reachable; otherwise the configured
@@ -189,6 +235,18 @@ pub async fn run(global: &Global, args: WebhookArgs) -> anyhow::Result<()> {
     let live = Arc::new(LiveModel::new());
     let mut settings = settings(&args)?;
     watch_nodes(&args, &mut settings).await;
+    if let Some(claim) = settings.cache.claim.clone() {
+        match kube::Client::try_default().await {
+            Ok(client) => {
+                settings.claims = Some(Arc::new(cache_claims::spawn(client, &claim)));
+                tracing::info!(%claim, "watching the shared build cache's claims");
+            }
+            // Without the watch no claim is known to be bound, so none is mounted.
+            Err(e) => {
+                tracing::warn!(error = %e, "no Kubernetes API: the build cache claim is never mounted")
+            }
+        }
+    }
     if args.watch_namespace_limits {
         match kube::Client::try_default().await {
             Ok(client) => {
