@@ -139,10 +139,12 @@ async fn overview(state: Arc<ApiState>, query: HashMap<String, String>) -> warp:
         ..Default::default()
     };
     let r = report(&runs, since, &cfg);
+    let cache = crate::cache_advice::analyse(&runs, since);
     html(pages::overview(
         &r,
         &runs,
         active_meta(&state).as_ref(),
+        &cache.advice,
         &pipelines_of(&runs),
     ))
 }
@@ -188,11 +190,13 @@ async fn pipeline(
         }
         _ => Vec::new(),
     };
+    let cache = crate::cache_advice::analyse_pipeline(&name, &refs);
     html(pages::pipeline(
         &name,
         &comparison,
         &runs,
         &curves,
+        &cache,
         &pipelines_of(&all),
         now,
     ))

@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::cache_advice::{Advice, CacheState, PipelineCache};
 use crate::model::ModelMeta;
 use crate::partial_dependence::Curve;
 use crate::plots::{self, Chart, Mark, Series};
@@ -137,6 +138,7 @@ pub fn overview(
     report: &SavingsReport,
     runs: &[RunRecord],
     active: Option<&ModelMeta>,
+    advice: &[Advice],
     pipelines: &[String],
 ) -> String {
     let headline = match &report.total.effect {
@@ -152,6 +154,7 @@ pub fn overview(
     let body = format!(
         "<section><h2>Realized savings since {}</h2>{headline}{}</section>\
 <section><h2>Builds</h2><div class=\"charts\">{}{}</div></section>\
+<section><h2>Cache advice</h2>{}</section>\
 <section><h2>Active model</h2>{}</section>",
         report.since.format("%Y-%m-%d %H:%M UTC"),
         savings_table(report),
@@ -168,9 +171,86 @@ pub fn overview(
             ),
             (570, 320)
         ),
+        advice_list(advice, 5),
         model_summary(active),
     );
     layout("Overview", pipelines, &body)
+}
+
+/// Up to `n` advice lines, most time at stake first.
+fn advice_list(advice: &[Advice], n: usize) -> String {
+    if advice.is_empty() {
+        return "<p class=\"muted\">No cache advice: no pipeline loses much time to cold caches (or none reports cache statistics yet).</p>".into();
+    }
+    let items: String = advice
+        .iter()
+        .take(n)
+        .map(|a| format!("<li>{}</li>", esc(&a.text)))
+        .collect();
+    let more = if advice.len() > n {
+        format!(
+            "<p class=\"muted\">{} more: <code>inframind cache-advice</code>.</p>",
+            advice.len() - n
+        )
+    } else {
+        String::new()
+    };
+    format!("<ul class=\"advice\">{items}</ul>{more}")
+}
+
+/// A pipeline's cache: the figures, duration against hit ratio, and the advice.
+fn cache_section(name: &str, c: &PipelineCache, runs: &[RunRecord]) -> String {
+    let Some(h) = &c.hit_ratio else {
+        return format!(
+            "<p class=\"muted\">{}</p>",
+            c.advice
+                .first()
+                .map_or_else(|| "No cache statistics yet.".to_string(), |a| esc(&a.text))
+        );
+    };
+    let med = |s: CacheState| {
+        c.durations.get(&s).map_or_else(
+            || "–".into(),
+            |d| format!("{:.0}s ({} builds)", d.median_s, d.builds),
+        )
+    };
+    let figures = format!(
+        "<table><tr><th>hit ratio p10 / p50 / p90</th><th>cold builds</th><th>median cold</th><th>median partial</th><th>median warm</th><th>lost to misses per day</th></tr>\
+<tr><td>{:.2} / {:.2} / {:.2}</td><td>{:.0}%</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr></table>",
+        h.p10,
+        h.p50,
+        h.p90,
+        h.cold_share * 100.0,
+        med(CacheState::Cold),
+        med(CacheState::Partial),
+        med(CacheState::Warm),
+        secs(c.lost_s_per_day),
+    );
+    let points: Vec<(f64, f64)> = runs
+        .iter()
+        .filter(|r| r.success)
+        .filter_map(|r| Some((r.cache_hit_ratio?, r.duration_s)))
+        .collect();
+    let plot = chart(
+        &Chart {
+            title: format!("{name}: duration vs cache hit ratio"),
+            x_label: "cache hit ratio".into(),
+            y_label: "duration (s)".into(),
+            x_is_days: false,
+            diagonal: false,
+            series: vec![Series {
+                name: "builds".into(),
+                color: (31, 119, 180),
+                mark: Mark::Points,
+                points,
+            }],
+        },
+        (570, 340),
+    );
+    format!(
+        "{figures}<div class=\"charts\">{plot}</div>{}",
+        advice_list(&c.advice, 10)
+    )
 }
 
 fn observed_against(runs: &[RunRecord], x: fn(&RunRecord) -> f64) -> Vec<(f64, f64)> {
@@ -215,6 +295,7 @@ pub fn pipeline(
     comparison: &Comparison,
     runs: &[RunRecord],
     curves: &[Curve],
+    cache: &PipelineCache,
     pipelines: &[String],
     now: DateTime<Utc>,
 ) -> String {
@@ -256,6 +337,7 @@ pub fn pipeline(
         "<section><h2>Savings</h2><table><tr><th>pipeline</th><th>applied</th><th>holdout</th><th>p50 applied</th><th>p50 holdout</th>\
 <th>failures applied</th><th>failures holdout</th><th>OOM applied</th><th>OOM holdout</th><th style=\"text-align:left\">effect (95% CI)</th></tr>{}</table></section>\
 <section><h2>Durations</h2>{}</section><section><h2>Model</h2>{curves_html}</section>\
+<section><h2>Build cache</h2>{}</section>\
 <section><h2>Last decisions</h2><table><tr><th>started</th><th>branch</th><th>decision</th><th>cpu</th><th>memory GB</th><th>concurrency</th>\
 <th>predicted</th><th>actual</th><th>outcome</th></tr>{last}</table><p class=\"muted\">as of {}</p></section>",
         comparison_row(comparison, false),
@@ -263,6 +345,7 @@ pub fn pipeline(
             &plots::duration_over_time(&format!("{name}: duration by decision"), runs),
             (1180, 380)
         ),
+        cache_section(name, cache, runs),
         now.format("%Y-%m-%d %H:%M UTC"),
     );
     layout(name, pipelines, &body)

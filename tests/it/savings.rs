@@ -182,6 +182,16 @@ async fn dashboard_pages_sit_behind_the_login_and_render_without_script() {
         if path != "/models" {
             assert!(body.contains("<svg"), "{path} has no chart");
         }
+        // Cache advice (issue 17): on the overview and on each pipeline's page.
+        match path {
+            "/" => assert!(body.contains("<h2>Cache advice</h2>"), "{body}"),
+            "/pipelines/acme%2Fapi" => {
+                assert!(body.contains("<h2>Build cache</h2>"));
+                assert!(body.contains("duration vs cache hit ratio"));
+                assert!(body.contains("lost to misses per day"));
+            }
+            _ => {}
+        }
     }
     // A bearer token opens the pages too; a made-up cookie does not.
     let bearer = format!("Bearer {INGEST}");
