@@ -213,11 +213,32 @@ pub enum ModelsCommand {
     Promote {
         /// The version, e.g. model_v20261127_101500.
         version: String,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Output,
     },
     /// Restore the previously active version.
-    Rollback,
+    Rollback {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Output,
+    },
     /// Print the active version.
-    Active,
+    Active {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Output,
+    },
+}
+
+/// What `models promote|rollback|active` report.
+#[derive(Debug, serde::Serialize)]
+struct ActiveChange {
+    /// The active version now.
+    active: Option<String>,
+    /// The version active before, for promote and rollback.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    previous: Option<String>,
 }
 
 /// `explain` arguments.
@@ -609,18 +630,48 @@ async fn models(global: &Global, cmd: ModelsCommand) -> anyhow::Result<()> {
                 }
             }
         }
-        ModelsCommand::Promote { version } => {
+        ModelsCommand::Promote { version, output } => {
             let previous = registry.promote(&version).await?;
-            println!(
-                "active: {version} (previous: {})",
-                previous.as_deref().unwrap_or("none")
-            );
+            let change = ActiveChange {
+                active: Some(version.clone()),
+                previous: Some(previous.unwrap_or_else(|| "none".into())),
+            };
+            match output {
+                Output::Table => println!(
+                    "active: {version} (previous: {})",
+                    change.previous.as_deref().unwrap_or("none")
+                ),
+                _ => print_data(output, &change)?,
+            }
         }
-        ModelsCommand::Rollback => println!("active: {}", registry.rollback().await?),
-        ModelsCommand::Active => match registry.active_version().await? {
-            Some(v) => println!("{v}"),
-            None => bail!("no active model"),
-        },
+        ModelsCommand::Rollback { output } => {
+            let before = registry.active_version().await?;
+            let now = registry.rollback().await?;
+            match output {
+                Output::Table => println!("active: {now}"),
+                _ => print_data(
+                    output,
+                    &ActiveChange {
+                        active: Some(now),
+                        previous: before,
+                    },
+                )?,
+            }
+        }
+        ModelsCommand::Active { output } => {
+            let active = registry.active_version().await?;
+            match (output, &active) {
+                (Output::Table, Some(v)) => println!("{v}"),
+                (Output::Table, None) => bail!("no active model"),
+                _ => print_data(
+                    output,
+                    &ActiveChange {
+                        active,
+                        previous: None,
+                    },
+                )?,
+            }
+        }
     }
     Ok(())
 }

@@ -77,6 +77,9 @@ pub const ENV_BRANCH: &str = "INFRAMIND_BRANCH";
 pub const ENV_IMAGE: &str = "INFRAMIND_IMAGE";
 /// The recognised node type.
 pub const ENV_NODE_TYPE: &str = "INFRAMIND_NODE_TYPE";
+/// Environment variable with the pod's decision tag (downward API of the decision annotation),
+/// so the reporter tags the run as the watcher does (applied, holdout, …).
+pub const ENV_DECISION: &str = "INFRAMIND_DECISION";
 /// The build container's cpu request in millicores (downward API).
 pub const ENV_CPU_REQUEST_MILLI: &str = "INFRAMIND_CPU_REQUEST_MILLI";
 /// The build container's memory request in MiB (downward API).

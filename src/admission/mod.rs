@@ -497,6 +497,15 @@ pub fn admit(
             }
         }
     }
+    if outcome == Outcome::Holdout {
+        // Left as requested, but the reporter still learns who it is (and that it is a
+        // holdout): identity variables only, no resource or concurrency change.
+        ops.extend(patch::identity_env_ops(
+            pod,
+            i,
+            &reporter_env(&ctx, &container),
+        ));
+    }
     let mut notes = decision_annotations(&decision, what, &ctx, &container, &before);
     if let Some(note) = cache_note(
         pod,
@@ -615,6 +624,10 @@ pub fn reporter_env(ctx: &crate::BuildContext, container: &str) -> Vec<Value> {
         field(contract::ENV_POD_UID, "metadata.uid"),
         field(contract::ENV_POD_NAME, "metadata.name"),
         field(contract::ENV_POD_NAMESPACE, "metadata.namespace"),
+        field(
+            contract::ENV_DECISION,
+            &format!("metadata.annotations['{}']", contract::DECISION_ANNOTATION),
+        ),
         literal(contract::ENV_PIPELINE, &ctx.pipeline),
         literal(contract::ENV_BRANCH, &ctx.branch),
         literal(contract::ENV_IMAGE, &ctx.image),

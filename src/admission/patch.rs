@@ -112,6 +112,27 @@ pub fn resource_ops(
     Ok(ops.ops)
 }
 
+/// Adds the reporter's identity variables `extra_env` the container does not set, and nothing
+/// else (the control group's pods run as requested). No operation for a non-object container.
+pub fn identity_env_ops(pod: &Value, i: usize, extra_env: &[Value]) -> Vec<PatchOperation> {
+    let idx = i.to_string();
+    let base = ["spec", "containers", idx.as_str()];
+    let path = |rest: &[&str]| ptr(&[&base[..], rest].concat());
+    let c = container(pod, i);
+    if !c.is_object() {
+        return Vec::new();
+    }
+    let mut ops = Ops { ops: Vec::new() };
+    // No concurrency variables: the config is not read.
+    let unused = BuildConfig {
+        cpu: 1.0,
+        mem_gb: 1.0,
+        concurrency: 1,
+    };
+    env_ops(&mut ops, &path, c, &unused, &[], extra_env);
+    ops.ops
+}
+
 /// Sets the requests to `config`, and scales the limits the container had in proportion.
 fn request_and_limit_ops(
     ops: &mut Ops,

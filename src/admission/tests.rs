@@ -521,7 +521,12 @@ fn held_out_pods_are_decided_annotated_and_left_as_requested() {
     );
     assert_eq!(a.outcome, Outcome::Holdout);
     let out = patched(&pod, &a);
-    assert_eq!(out["spec"], pod["spec"], "a held-out pod runs as requested");
+    assert_runs_as_requested(&out, &pod);
+    // Only the reporter's identity was added, with the decision tag it reports.
+    let env = out["spec"]["containers"][0]["env"].as_array().unwrap();
+    assert!(env.iter().any(|e| e["name"] == contract::ENV_DECISION
+        && e["valueFrom"]["fieldRef"]["fieldPath"]
+            == "metadata.annotations['inframind.io/decision']"));
     let notes = &out["metadata"]["annotations"];
     assert_eq!(notes[contract::DECISION_ANNOTATION], "holdout");
     assert_eq!(
@@ -600,6 +605,25 @@ fn a_limit_range_under_the_guarded_memory_keeps_the_request() {
         "{:?}",
         a.response.warnings
     );
+}
+
+/// `out` runs exactly as `pod` asked: same containers but for the reporter's `INFRAMIND_*`
+/// identity variables (no concurrency, no resources, nothing else).
+fn assert_runs_as_requested(out: &Value, pod: &Value) {
+    let mut stripped = out["spec"].clone();
+    for c in stripped["containers"].as_array_mut().unwrap() {
+        if let Some(env) = c.get("env").and_then(Value::as_array) {
+            for e in env {
+                let name = e["name"].as_str().unwrap();
+                assert!(
+                    name.starts_with("INFRAMIND_") && name != contract::ENV_CONCURRENCY,
+                    "{name} changes how the build runs"
+                );
+            }
+            c.as_object_mut().unwrap().remove("env");
+        }
+    }
+    assert_eq!(stripped, pod["spec"], "runs as requested");
 }
 
 #[derive(Debug)]
@@ -685,7 +709,8 @@ fn opted_in_applied_builds_get_the_shared_cache_and_the_control_group_does_not()
     );
     assert_eq!(held.outcome, Outcome::Holdout);
     let out = patched(&pod, &held);
-    assert_eq!(out["spec"], pod["spec"]);
+    assert_runs_as_requested(&out, &pod);
+    assert!(out["spec"].get("volumes").is_none());
     assert!(out["metadata"]["annotations"][contract::CACHE]
         .as_str()
         .unwrap()

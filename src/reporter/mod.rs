@@ -83,6 +83,9 @@ pub struct ReportArgs {
     /// The container's memory request in MiB (downward API requests.memory, divisor 1Mi).
     #[arg(long, env = contract::ENV_MEM_REQUEST_MIB, value_name = "MIB", num_args = 0..=1, default_missing_value = "", allow_negative_numbers = true)]
     pub mem_request_mib: Option<String>,
+    /// The pod's decision tag (downward API of the inframind.io/decision annotation).
+    #[arg(long, env = contract::ENV_DECISION, value_name = "TAG", num_args = 0..=1, default_missing_value = "")]
+    pub decision: Option<String>,
     /// The build tool's job count.
     #[arg(long, env = contract::ENV_CONCURRENCY, value_name = "JOBS", num_args = 0..=1, default_missing_value = "", allow_negative_numbers = true)]
     pub concurrency: Option<String>,
@@ -197,6 +200,7 @@ impl ReportArgs {
                 contract::ENV_CONCURRENCY,
                 &self.concurrency,
             ),
+            decision: input("--decision", contract::ENV_DECISION, &self.decision),
         }
     }
 }

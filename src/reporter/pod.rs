@@ -60,6 +60,8 @@ pub struct Inputs<'a> {
     pub mem_request_mib: Input<'a>,
     /// The build tool's job count.
     pub concurrency: Input<'a>,
+    /// The decision tag the webhook annotated (`applied`, `holdout`, …), when known.
+    pub decision: Input<'a>,
 }
 
 /// The pod's identity and requests, parsed. Numbers are kept as given; the run row's validation
@@ -84,6 +86,8 @@ pub struct PodIdentity {
     pub mem_request_mib: f64,
     /// Build tool jobs.
     pub concurrency: f64,
+    /// The decision tag, when it is one the record knows.
+    pub decision: Option<crate::record::DecisionTag>,
 }
 
 impl PodIdentity {
@@ -133,6 +137,10 @@ pub fn parse(inputs: &Inputs<'_>) -> Result<PodIdentity, String> {
         cpu_request_milli: need(inputs.cpu_request_milli)?,
         mem_request_mib: need(inputs.mem_request_mib)?,
         concurrency: need(inputs.concurrency)?,
+        decision: inputs
+            .decision
+            .text()
+            .and_then(|t| crate::record::DecisionTag::parse(&t)),
     })
 }
 
@@ -160,6 +168,7 @@ mod tests {
                 Some("8192"),
             ),
             concurrency: input("--concurrency", "INFRAMIND_CONCURRENCY", Some("6")),
+            decision: input("--decision", "INFRAMIND_DECISION", Some("holdout")),
         }
     }
 
@@ -178,6 +187,7 @@ mod tests {
                 cpu_request_milli: 2500.0,
                 mem_request_mib: 8192.0,
                 concurrency: 6.0,
+                decision: Some(crate::record::DecisionTag::Holdout),
             }
         );
         assert_eq!(id.run_id(), "pod-6f1c-22");

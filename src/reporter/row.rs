@@ -58,6 +58,9 @@ pub fn build(
     put("cpu_req", number(pod.cpu_request_milli / 1000.0));
     put("mem_req_gb", number(pod.mem_request_mib / 1024.0));
     put("concurrency", number(pod.concurrency));
+    if let Some(tag) = pod.decision {
+        put("decision", json!(tag.as_str()));
+    }
     let gib = |bytes: Option<u64>| bytes.map(|b| number(b as f64 / BYTES_PER_GIB));
     for (field, value) in [
         ("max_rss_gb", gib(usage.peak_memory_bytes)),
@@ -105,6 +108,7 @@ mod tests {
             cpu_request_milli: 2500.0,
             mem_request_mib: 6144.0,
             concurrency: 6.0,
+            decision: Some(crate::record::DecisionTag::Holdout),
         }
     }
 
@@ -127,7 +131,7 @@ mod tests {
         let row = build(&pod(), &usage, &outcome, now);
         let expected = json!({
             "run_id": "pod-0b5e-77", "pipeline": "acme/api", "branch": "feature/x",
-            "node": "m5.2xlarge", "cpu_req": 2.5, "mem_req_gb": 6, "concurrency": 6,
+            "node": "m5.2xlarge", "cpu_req": 2.5, "mem_req_gb": 6, "concurrency": 6, "decision": "holdout",
             "max_rss_gb": 1.5, "io_read_gb": 0.25, "num_steps": 4,
             "avg_step_duration_s": 150.125, "duration_s": 600.5, "success": 0,
             "retry_count": 0, "started_at": "2026-11-27T07:49:59Z"
@@ -138,6 +142,7 @@ mod tests {
         assert_eq!(rec.image, "unknown");
         assert_eq!(rec.concurrency, 6);
         assert!(!rec.success);
+        assert_eq!(rec.decision, Some(crate::record::DecisionTag::Holdout));
     }
 
     #[test]

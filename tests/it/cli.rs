@@ -61,6 +61,21 @@ fn quickstart_trains_a_useful_model_on_the_embedded_store() {
     assert_eq!(m["sha256"].as_str().unwrap().len(), 64);
 
     let version = m["version"].as_str().unwrap().to_string();
+    // Status commands print data too (`-o`).
+    let active: serde_json::Value = serde_json::from_str(&ok(&inframind(
+        dir.path(),
+        &db,
+        &["models", "active", "-o", "json"],
+    )))
+    .unwrap();
+    assert_eq!(active["active"], version.as_str());
+    let promoted: serde_json::Value = serde_yaml::from_str(&ok(&inframind(
+        dir.path(),
+        &db,
+        &["models", "promote", &version, "-o", "yaml"],
+    )))
+    .unwrap();
+    assert_eq!(promoted["active"], version.as_str());
     let explained = ok(&inframind(
         dir.path(),
         &db,

@@ -190,8 +190,8 @@ async fn build_pods_from_ci_systems_are_right_sized() {
     let env = step["env"].as_array().unwrap();
     assert_eq!(
         env.len(),
-        inframind::admission::DEFAULT_CONCURRENCY_ENV.len() + 9,
-        "every tool's concurrency variable and the reporter's 9"
+        inframind::admission::DEFAULT_CONCURRENCY_ENV.len() + 10,
+        "every tool's concurrency variable and the reporter's 10 (identity and decision)"
     );
     let var = |name: &str| env.iter().find(|e| e["name"] == name).cloned().unwrap();
     assert_eq!(
