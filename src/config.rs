@@ -39,8 +39,8 @@ pub enum ConfigError {
     ZeroConcurrency,
 }
 
-/// Settings every subcommand shares.
-#[derive(Debug, Args, Clone)]
+/// Settings every subcommand shares (`Debug` hides the URLs' passwords).
+#[derive(Args, Clone)]
 pub struct Global {
     /// Telemetry store: postgres://… or sqlite://… (created when missing).
     #[arg(long, global = true, env = "INFRAMIND_DATABASE_URL", default_value = crate::telemetry::store::DEFAULT_DATABASE_URL)]
@@ -68,6 +68,21 @@ pub struct Global {
     /// Log format: human text or JSON lines (for clusters).
     #[arg(long, global = true, env = "INFRAMIND_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+impl std::fmt::Debug for Global {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::telemetry::store::redact;
+        f.debug_struct("Global")
+            .field("database_url", &redact(&self.database_url))
+            .field("models_dir", &self.models_dir)
+            .field("redis_url", &self.redis_url.as_deref().map(redact))
+            .field("redis_prefix", &self.redis_prefix)
+            .field("model_signing_key_file", &self.model_signing_key_file)
+            .field("model_public_key_file", &self.model_public_key_file)
+            .field("log_format", &self.log_format)
+            .finish()
+    }
 }
 
 impl Global {
@@ -286,3 +301,26 @@ impl DrainSettings {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 14: printing the settings printed the stores' passwords.
+    #[test]
+    fn debug_output_hides_the_stores_passwords() {
+        let g = Global {
+            database_url: "postgres://im:pg-s3cret@db:5432/im?sslmode=require".into(),
+            models_dir: "models".into(),
+            redis_url: Some("rediss://:redis-s3cret@cache:6380/0".into()),
+            redis_prefix: "im".into(),
+            model_signing_key_file: None,
+            model_public_key_file: None,
+            log_format: LogFormat::Text,
+        };
+        let shown = format!("{g:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("postgres://im:***@db:5432"), "{shown}");
+    }
+}
+

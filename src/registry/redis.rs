@@ -137,17 +137,8 @@ pub fn client(url: &str) -> Result<redis::Client> {
     .map_err(redis_err(format!("configuring TLS for {}", redact(url))))
 }
 
-/// `url` without its password, for messages.
-pub fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        Ok(u) => u.to_string(),
-        Err(_) => "<unparsable URL>".into(),
-    }
-}
+/// `url` without its password, for messages (the one redaction rule, shared with the store).
+pub use crate::telemetry::store::redact;
 
 /// A connection to the registry in Redis.
 #[derive(Clone)]
