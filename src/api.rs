@@ -757,7 +757,13 @@ pub async fn run(global: &Global, args: ApiArgs) -> anyhow::Result<()> {
             );
             Some(store.server_config()?)
         }
-        _ => None,
+        _ => {
+            if !args.listen.ip().is_loopback() {
+                // Bearer tokens would cross the network in clear (the chart serves HTTPS).
+                tracing::warn!(listen = %args.listen, "serving plain HTTP on a non-loopback address: tokens cross the network in clear; pass --tls-cert and --tls-key");
+            }
+            None
+        }
     };
     let job_policy = JobPolicy::new(&args.job_allowed_images, &args.job_allowed_service_accounts);
     let mut state = ApiState::new(
