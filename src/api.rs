@@ -180,6 +180,9 @@ pub struct ApiState {
     pub models_dir: Option<crate::model::ModelDir>,
     /// The API's own metrics (`/metrics`).
     pub metrics: Arc<crate::api_metrics::ApiMetrics>,
+    /// The shared registry in Redis (URL, key prefix), for the promotion history; none: the
+    /// models directory's.
+    pub redis: Option<(String, String)>,
 }
 
 impl ApiState {
@@ -207,6 +210,7 @@ impl ApiState {
             prices: crate::savings::Prices::default(),
             models_dir: None,
             metrics: Arc::new(crate::api_metrics::ApiMetrics::new()),
+            redis: None,
         }
     }
 
@@ -778,6 +782,10 @@ pub async fn run(global: &Global, args: ApiArgs) -> anyhow::Result<()> {
     .with_job_policy(job_policy);
     state.prices = crate::savings::Prices::from_optimizer(&args.optimizer);
     state.models_dir = Some(global.model_dir()?);
+    state.redis = global
+        .redis_url
+        .clone()
+        .map(|u| (u, global.redis_prefix.clone()));
     let state = Arc::new(state);
     let server = spawn(args.listen, tls, state.clone()).await?;
     tracing::info!(addr = %server.addr(), "InfraMind API serving");

@@ -223,6 +223,12 @@ pub enum ModelsCommand {
         #[arg(short, long, value_enum, default_value_t)]
         output: Output,
     },
+    /// Promotions and rollbacks, newest first.
+    History {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Output,
+    },
     /// Print the active version.
     Active {
         /// Output format.
@@ -656,6 +662,26 @@ async fn models(global: &Global, cmd: ModelsCommand) -> anyhow::Result<()> {
                         previous: before,
                     },
                 )?,
+            }
+        }
+        ModelsCommand::History { output } => {
+            let moves = registry.history().await?;
+            match output {
+                Output::Table => {
+                    if moves.is_empty() {
+                        println!("no promotions yet");
+                    }
+                    for m in moves {
+                        println!(
+                            "{}  {:<8} {:<28} (previous: {})",
+                            m.at.format("%Y-%m-%d %H:%M:%S"),
+                            m.action,
+                            m.version,
+                            m.previous.as_deref().unwrap_or("none")
+                        );
+                    }
+                }
+                _ => print_data(output, &moves)?,
             }
         }
         ModelsCommand::Active { output } => {

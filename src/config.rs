@@ -323,4 +323,3 @@ mod tests {
         assert!(shown.contains("postgres://im:***@db:5432"), "{shown}");
     }
 }
-

@@ -214,11 +214,35 @@ async fn models(state: Arc<ApiState>) -> warp::reply::Response {
         .await
         .map(|r| pipelines_of(&r))
         .unwrap_or_default();
+    let history = history(&state).await;
     html(pages::models(
         &list,
         state.live.version().as_deref(),
+        &history,
         &pipelines,
     ))
+}
+
+/// Promotions and rollbacks, or why they cannot be shown.
+async fn history(state: &ApiState) -> Result<Vec<crate::registry::PointerMove>, String> {
+    let Some(dir) = state.models_dir.clone() else {
+        return Ok(Vec::new());
+    };
+    let redis = state.redis.as_ref();
+    let open = crate::registry::Registry::open(
+        dir,
+        redis.map(|(u, _)| u.as_str()),
+        redis.map_or(crate::registry::DEFAULT_PREFIX, |(_, p)| p.as_str()),
+    );
+    match tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        open.await?.history().await
+    })
+    .await
+    {
+        Ok(Ok(h)) => Ok(h),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("the registry did not answer in time".into()),
+    }
 }
 
 /// The dashboard's routes (`/`, `/pipelines/{name}`, `/models`, `/login`, `/logout`).

@@ -352,7 +352,12 @@ pub fn pipeline(
 }
 
 /// The model versions with their metrics; `active` is marked.
-pub fn models(list: &[ModelMeta], active: Option<&str>, pipelines: &[String]) -> String {
+pub fn models(
+    list: &[ModelMeta],
+    active: Option<&str>,
+    history: &Result<Vec<crate::registry::PointerMove>, String>,
+    pipelines: &[String],
+) -> String {
     let rows: String = list
         .iter()
         .map(|m| {
@@ -381,6 +386,27 @@ pub fn models(list: &[ModelMeta], active: Option<&str>, pipelines: &[String]) ->
 <p class=\"muted\">★ active (served by the webhook). Promote or roll back with <code>inframind models</code>.</p></section>"
         )
     };
+    let moves = match history {
+        Ok(h) if h.is_empty() => "<p class=\"muted\">No promotion yet.</p>".to_string(),
+        Ok(h) => format!(
+            "<table><tr><th>when (UTC)</th><th>action</th><th>version</th><th>replaced</th></tr>{}</table>",
+            h.iter()
+                .take(50)
+                .map(|m| format!(
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    m.at.format("%Y-%m-%d %H:%M:%S"),
+                    esc(&m.action),
+                    esc(&m.version),
+                    esc(m.previous.as_deref().unwrap_or("–"))
+                ))
+                .collect::<String>()
+        ),
+        Err(e) => format!(
+            "<p class=\"muted\">The promotion history is unavailable: {}</p>",
+            esc(e)
+        ),
+    };
+    let body = format!("{body}<section><h2>Promotions and rollbacks</h2>{moves}</section>");
     layout("Models", pipelines, &body)
 }
 

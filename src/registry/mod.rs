@@ -17,6 +17,48 @@ pub use redis::{Keys, RedisRegistry};
 /// Default Redis key prefix (the design's `im:`).
 pub const DEFAULT_PREFIX: &str = "im";
 const PREVIOUS_FILE: &str = "PREVIOUS";
+/// The directory registry's promotion history, one record per line, oldest first.
+const HISTORY_FILE: &str = "HISTORY";
+/// Promotions and rollbacks kept.
+pub const HISTORY_LEN: usize = 200;
+
+/// One move of the active pointer.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PointerMove {
+    /// When.
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// `promote` or `rollback`.
+    pub action: String,
+    /// The version made active.
+    pub version: String,
+    /// The version it replaced, if any.
+    pub previous: Option<String>,
+}
+
+impl PointerMove {
+    /// Parses a stored record (`<unix ms> <action> <version> <previous|->`).
+    pub fn parse(line: &str) -> Option<PointerMove> {
+        let mut f = line.split_whitespace();
+        let at = chrono::DateTime::from_timestamp_millis(f.next()?.parse().ok()?)?;
+        let action = f.next()?.to_string();
+        let version = f.next()?.to_string();
+        let previous = f.next().filter(|p| *p != "-").map(str::to_string);
+        Some(PointerMove {
+            at,
+            action,
+            version,
+            previous,
+        })
+    }
+
+    fn line(action: &str, version: &str, previous: Option<&str>) -> String {
+        format!(
+            "{} {action} {version} {}",
+            chrono::Utc::now().timestamp_millis(),
+            previous.unwrap_or("-")
+        )
+    }
+}
 
 /// Artifacts and the active pointer, in Redis when configured, else in the model directory.
 #[derive(Debug, Clone)]
@@ -94,6 +136,7 @@ impl Registry {
                     write_atomic(&self.dir.path().join(PREVIOUS_FILE), p.as_bytes())?;
                 }
                 self.dir.pin(version)?;
+                self.record(&PointerMove::line("promote", version, previous.as_deref()))?;
                 Ok(previous)
             }
         }
@@ -114,15 +157,46 @@ impl Registry {
                     &self.dir.path().join(ModelDir::ACTIVE_FILE),
                     previous.as_bytes(),
                 )?;
-                match current {
+                match &current {
                     Some(c) => write_atomic(&prev_path, c.as_bytes())?,
                     None => {
                         std::fs::remove_file(&prev_path).map_err(Error::io("removing PREVIOUS"))?
                     }
                 }
+                self.record(&PointerMove::line(
+                    "rollback",
+                    &previous,
+                    current.as_deref(),
+                ))?;
                 Ok(previous)
             }
         }
+    }
+
+    /// Appends a record to the directory's history, keeping the newest [`HISTORY_LEN`].
+    fn record(&self, line: &str) -> Result<()> {
+        let path = self.dir.path().join(HISTORY_FILE);
+        let old = std::fs::read_to_string(&path).unwrap_or_default();
+        let mut lines: Vec<&str> = old.lines().filter(|l| !l.trim().is_empty()).collect();
+        lines.push(line);
+        let keep = &lines[lines.len().saturating_sub(HISTORY_LEN)..];
+        Ok(write_atomic(
+            &path,
+            format!("{}\n", keep.join("\n")).as_bytes(),
+        )?)
+    }
+
+    /// Promotions and rollbacks, newest first (unreadable records are skipped).
+    pub async fn history(&self) -> Result<Vec<PointerMove>> {
+        let lines = match &self.redis {
+            Some(r) => r.history_lines().await?,
+            None => {
+                let text =
+                    std::fs::read_to_string(self.dir.path().join(HISTORY_FILE)).unwrap_or_default();
+                text.lines().rev().map(str::to_string).collect()
+            }
+        };
+        Ok(lines.iter().filter_map(|l| PointerMove::parse(l)).collect())
     }
 
     /// The active version: Redis's pointer, or the directory's pinned or newest valid version.

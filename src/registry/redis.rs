@@ -33,6 +33,8 @@ if current == ARGV[1] then
 end
 if current then redis.call('SET', KEYS[2], current) end
 redis.call('SET', KEYS[1], ARGV[1])
+redis.call('LPUSH', KEYS[5], ARGV[3] .. ' promote ' .. ARGV[1] .. ' ' .. (current or '-'))
+redis.call('LTRIM', KEYS[5], 0, ARGV[4] - 1)
 redis.call('PUBLISH', ARGV[2], ARGV[1])
 return current or ''
 "#;
@@ -47,6 +49,8 @@ end
 local current = redis.call('GET', KEYS[1])
 redis.call('SET', KEYS[1], previous)
 if current then redis.call('SET', KEYS[2], current) else redis.call('DEL', KEYS[2]) end
+redis.call('LPUSH', KEYS[3], ARGV[3] .. ' rollback ' .. previous .. ' ' .. (current or '-'))
+redis.call('LTRIM', KEYS[3], 0, ARGV[4] - 1)
 redis.call('PUBLISH', ARGV[1], previous)
 return previous
 "#;
@@ -83,6 +87,10 @@ impl Keys {
     /// Sorted set of versions by creation time.
     pub fn index(&self) -> String {
         format!("{}:models", self.prefix)
+    }
+    /// Promotions and rollbacks, newest first (`<unix ms> <action> <version> <previous|->`).
+    pub fn history(&self) -> String {
+        format!("{}:model:history", self.prefix)
     }
     /// Pub/sub channel announcing the new active version.
     pub fn channel(&self) -> String {
@@ -300,8 +308,11 @@ impl RedisRegistry {
             .key(self.keys.previous())
             .key(self.keys.artifact(version))
             .key(self.keys.meta(version))
+            .key(self.keys.history())
             .arg(version)
             .arg(self.keys.channel())
+            .arg(chrono::Utc::now().timestamp_millis())
+            .arg(super::HISTORY_LEN)
             .invoke_async(&mut c)
             .await
             .map_err(redis_err(format!("promoting {version}")))?;
@@ -314,11 +325,22 @@ impl RedisRegistry {
         redis::Script::new(ROLLBACK)
             .key(self.keys.active())
             .key(self.keys.previous())
+            .key(self.keys.history())
             .arg(self.keys.channel())
             .arg(format!("{}:model:", self.keys.prefix))
+            .arg(chrono::Utc::now().timestamp_millis())
+            .arg(super::HISTORY_LEN)
             .invoke_async(&mut c)
             .await
             .map_err(redis_err("rolling back"))
+    }
+
+    /// The promotion and rollback records, newest first, as stored.
+    pub async fn history_lines(&self) -> Result<Vec<String>> {
+        let mut c = self.conn.clone();
+        c.lrange(self.keys.history(), 0, -1)
+            .await
+            .map_err(redis_err("reading the promotion history"))
     }
 
     /// Metadata of every published version, oldest first.

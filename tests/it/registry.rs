@@ -60,6 +60,24 @@ async fn promote_and_rollback_move_the_pointer_atomically() {
     );
     // Rolling back again swaps back: the previous pointer now names v2.
     assert_eq!(reg.rollback().await.unwrap(), meta2.version);
+    // Every move is in the history, newest first (the dashboard's models page shows it).
+    let moves: Vec<(String, String, Option<String>)> = reg
+        .history()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.action, m.version, m.previous))
+        .collect();
+    let (v1, v2) = (meta1.version.clone(), meta2.version.clone());
+    assert_eq!(
+        moves,
+        [
+            ("rollback".into(), v2.clone(), Some(v1.clone())),
+            ("rollback".into(), v1.clone(), Some(v2.clone())),
+            ("promote".into(), v2.clone(), Some(v1.clone())),
+            ("promote".into(), v1.clone(), None),
+        ]
+    );
 
     // A version whose artifact vanished cannot become active, even from a direct script call.
     let _: () = c
@@ -486,6 +504,21 @@ async fn local_registry_promotes_and_rolls_back_without_redis() {
     reg.promote("model_v20261101_000052").await.unwrap();
     assert_eq!(reg.rollback().await.unwrap(), "model_v20261101_000051");
     assert!(reg.promote("model_v_missing").await.is_err());
+    let moves: Vec<String> = reg
+        .history()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| format!("{} {}", m.action, m.version))
+        .collect();
+    assert_eq!(
+        moves,
+        [
+            "rollback model_v20261101_000051",
+            "promote model_v20261101_000052",
+            "promote model_v20261101_000051"
+        ]
+    );
 }
 
 /// Issue 14: a Redis URL's password was printed in error messages (PostgreSQL's was masked).
