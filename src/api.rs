@@ -252,6 +252,17 @@ impl ApiState {
         }
     }
 
+    /// The decision notes of `run_ids` (empty when the store cannot say: notes only explain).
+    pub(crate) async fn notes(
+        &self,
+        run_ids: &[&str],
+    ) -> std::collections::HashMap<String, crate::outcome::DecisionNote> {
+        match self.store().await {
+            Ok(store) => store.notes(run_ids).await.unwrap_or_default(),
+            Err(_) => Default::default(),
+        }
+    }
+
     /// Forgets the pool after a failure so the next request reconnects.
     async fn reset_store(&self) {
         if let Some(s) = self.store.lock().await.take() {

@@ -63,6 +63,26 @@ fn terminated<'a>(pod: &'a Pod, container: &str) -> Option<(&'a ContainerStateTe
     Some((t, status.restart_count.max(0) as u32))
 }
 
+/// Why a build's pod was decided as it was, from its annotations.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DecisionNote {
+    /// `inframind.io/rationale`.
+    pub rationale: String,
+    /// `inframind.io/expected-cache`, when the model predicted.
+    pub expected_cache: Option<String>,
+    /// `inframind.io/cache`, when a shared cache was configured (or why not).
+    pub cache: Option<String>,
+}
+
+/// The decision note of a pod InfraMind decided on (`None` without a rationale).
+pub fn note_from_pod(pod: &Pod) -> Option<DecisionNote> {
+    Some(DecisionNote {
+        rationale: annotation(pod, contract::RATIONALE)?.to_string(),
+        expected_cache: annotation(pod, contract::EXPECTED_CACHE).map(str::to_string),
+        cache: annotation(pod, contract::CACHE).map(str::to_string),
+    })
+}
+
 /// The row for `pod`: `None` while its build is still running; `Err` when it ended but cannot
 /// be described (the reason says which field is missing). `node_type` is the instance type of
 /// the node it ran on, when known.

@@ -92,6 +92,12 @@ impl Recorder {
                 self.done.insert(uid);
             }
             Some(Ok(run)) => {
+                if let Some(note) = crate::outcome::note_from_pod(pod) {
+                    // Best effort: the note explains a row, it is not the row.
+                    if let Err(e) = store.record_note(&run.run_id, &note).await {
+                        tracing::debug!(run_id = %run.run_id, error = %e, "cannot record the decision note");
+                    }
+                }
                 self.pending.insert(uid, run);
                 self.flush(store).await;
             }

@@ -191,12 +191,20 @@ async fn pipeline(
         _ => Vec::new(),
     };
     let cache = crate::cache_advice::analyse_pipeline(&name, &refs);
+    let last: Vec<&str> = runs
+        .iter()
+        .rev()
+        .take(pages::LAST_DECISIONS)
+        .map(|r| r.run_id.as_str())
+        .collect();
+    let notes = state.notes(&last).await;
     html(pages::pipeline(
         &name,
         &comparison,
         &runs,
         &curves,
         &cache,
+        &notes,
         &pipelines_of(&all),
         now,
     ))

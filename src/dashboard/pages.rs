@@ -288,6 +288,9 @@ fn curve_chart(name: &str, curve: &Curve, runs: &[RunRecord]) -> Chart {
     }
 }
 
+/// Rows in a pipeline page's last decisions.
+pub const LAST_DECISIONS: usize = 20;
+
 /// A pipeline: its savings, durations over time by decision, the model's curves next to what was
 /// observed, and the last decisions.
 pub fn pipeline(
@@ -296,6 +299,7 @@ pub fn pipeline(
     runs: &[RunRecord],
     curves: &[Curve],
     cache: &PipelineCache,
+    notes: &std::collections::HashMap<String, crate::outcome::DecisionNote>,
     pipelines: &[String],
     now: DateTime<Utc>,
 ) -> String {
@@ -314,13 +318,26 @@ pub fn pipeline(
                 .collect::<String>()
         )
     };
+    let why = |r: &RunRecord| match notes.get(&r.run_id) {
+        Some(n) => format!(
+            "<details><summary>why</summary>{}{}{}</details>",
+            esc(&n.rationale),
+            n.expected_cache
+                .as_ref()
+                .map_or_else(String::new, |e| format!("<br>expected cache: {}", esc(e))),
+            n.cache
+                .as_ref()
+                .map_or_else(String::new, |c| format!("<br>build cache: {}", esc(c))),
+        ),
+        None => "<span class=\"muted\">–</span>".into(),
+    };
     let last: String = runs
         .iter()
         .rev()
-        .take(20)
+        .take(LAST_DECISIONS)
         .map(|r| {
             format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{:.0}s</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{:.0}s</td><td>{}</td><td style=\"text-align:left\">{}</td></tr>",
                 r.started_at.format("%m-%d %H:%M"),
                 esc(&r.branch),
                 r.decision.map_or("untagged", |d| d.as_str()),
@@ -330,6 +347,7 @@ pub fn pipeline(
                 secs(r.predicted_duration_s),
                 r.duration_s,
                 if r.oom_killed { "OOM" } else if r.success { "ok" } else { "failed" },
+                why(r),
             )
         })
         .collect();
@@ -339,7 +357,7 @@ pub fn pipeline(
 <section><h2>Durations</h2>{}</section><section><h2>Model</h2>{curves_html}</section>\
 <section><h2>Build cache</h2>{}</section>\
 <section><h2>Last decisions</h2><table><tr><th>started</th><th>branch</th><th>decision</th><th>cpu</th><th>memory GB</th><th>concurrency</th>\
-<th>predicted</th><th>actual</th><th>outcome</th></tr>{last}</table><p class=\"muted\">as of {}</p></section>",
+<th>predicted</th><th>actual</th><th>outcome</th><th style=\"text-align:left\">rationale</th></tr>{last}</table><p class=\"muted\">as of {}</p></section>",
         comparison_row(comparison, false),
         chart(
             &plots::duration_over_time(&format!("{name}: duration by decision"), runs),
@@ -435,5 +453,27 @@ mod tests {
         let page = layout("<script>", &["a/<b>".into()], "");
         assert!(!page.contains("<script>"));
         assert!(page.contains("/pipelines/a%2F%3Cb%3E"));
+    }
+
+    #[test]
+    fn last_decisions_show_their_stored_rationale_escaped() {
+        let now = chrono::Utc::now();
+        let runs = crate::simulate::demo_runs(30, now, 3);
+        let refs: Vec<&RunRecord> = runs.iter().collect();
+        let cmp = crate::savings::compare("acme/api", &refs, &Default::default());
+        let cache = crate::cache_advice::analyse_pipeline("acme/api", &refs);
+        let last = runs.last().unwrap();
+        let notes = std::collections::HashMap::from([(
+            last.run_id.clone(),
+            crate::outcome::DecisionNote {
+                rationale: "chose cpu 4 <fast>".into(),
+                expected_cache: Some("warm: last build of main hit 0.91".into()),
+                cache: None,
+            },
+        )]);
+        let page = pipeline("acme/api", &cmp, &runs, &[], &cache, &notes, &[], now);
+        assert!(page.contains("<details><summary>why</summary>chose cpu 4 &lt;fast&gt;"));
+        assert!(page.contains("expected cache: warm: last build of main hit 0.91"));
+        assert!(!page.contains("<fast>"));
     }
 }

@@ -217,6 +217,59 @@ impl Store {
         })
     }
 
+    /// Stores why `run_id` was decided as it was (the first note wins; a repeat is a no-op).
+    pub async fn record_note(
+        &self,
+        run_id: &str,
+        note: &crate::outcome::DecisionNote,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO decision_notes (run_id, rationale, expected_cache, cache) VALUES ($1, $2, $3, $4) ON CONFLICT (run_id) DO NOTHING",
+        )
+        .bind(run_id)
+        .bind(&note.rationale)
+        .bind(note.expected_cache.as_deref())
+        .bind(note.cache.as_deref())
+        .execute(&self.pool)
+        .await
+        .map_err(Error::store("recording a decision note"))?;
+        Ok(())
+    }
+
+    /// The decision notes of `run_ids` that have one.
+    pub async fn notes(
+        &self,
+        run_ids: &[&str],
+    ) -> Result<std::collections::HashMap<String, crate::outcome::DecisionNote>> {
+        let mut out = std::collections::HashMap::new();
+        // One query per run: the dashboard asks for a page of 20, and both databases answer a
+        // primary-key lookup at once (no portable array binding across SQLite and PostgreSQL).
+        for id in run_ids {
+            let row = sqlx::query(
+                "SELECT rationale, expected_cache, cache FROM decision_notes WHERE run_id = $1",
+            )
+            .bind(*id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(Error::store("reading decision notes"))?;
+            if let Some(r) = row {
+                let note = crate::outcome::DecisionNote {
+                    rationale: r
+                        .try_get(0)
+                        .map_err(Error::store("decoding a decision note"))?,
+                    expected_cache: r
+                        .try_get(1)
+                        .map_err(Error::store("decoding a decision note"))?,
+                    cache: r
+                        .try_get(2)
+                        .map_err(Error::store("decoding a decision note"))?,
+                };
+                out.insert(id.to_string(), note);
+            }
+        }
+        Ok(out)
+    }
+
     /// Records how a build ended, as observed on its pod: authoritative for the outcome (duration,
     /// success, retries, OOM, requests) and merged with any reporter row for the same run_id;
     /// returns false when this run's outcome was already recorded (never recorded twice).

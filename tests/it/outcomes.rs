@@ -26,7 +26,8 @@ fn pod(name: &str, uid: &str, exit: Option<(i32, &str)>, restarts: i32, node: &s
         "metadata": {"name": name, "namespace": "ci", "uid": uid, "resourceVersion": "100",
             "labels": {"inframind.io/managed": "true"},
             "annotations": {"inframind.io/decision": "applied", "inframind.io/pipeline": "acme/api", "inframind.io/branch": "main",
-                            "inframind.io/container": "build", "inframind.io/image": "rust:1.82", "inframind.io/node-type": "unknown"}},
+                            "inframind.io/container": "build", "inframind.io/image": "rust:1.82", "inframind.io/node-type": "unknown",
+                            "inframind.io/rationale": format!("chose cpu 4 for {name}"), "inframind.io/expected-cache": "warm: last build of main hit 0.91, 5 min ago"}},
         "spec": {"nodeName": node, "containers": [
             {"name": "build", "image": "rust:1.82", "resources": {"requests": {"cpu": "4", "memory": "8Gi"}}, "env": [{"name": "INFRAMIND_CONCURRENCY", "value": "6"}]},
             {"name": "helper", "image": "helper"}]},
@@ -144,6 +145,17 @@ async fn finished_build_pods_become_rows_once_even_across_restarts() {
         (false, true, 1)
     );
     assert_eq!(by_id("pod-uid-3").node, "unknown");
+    // Why each was decided so is kept next to the rows (the dashboard's last decisions).
+    let notes = store
+        .notes(&["pod-uid-1", "pod-uid-2", "pod-nobody"])
+        .await
+        .unwrap();
+    assert_eq!(notes.len(), 2);
+    assert!(notes["pod-uid-1"].rationale.starts_with("chose cpu 4 for "));
+    assert_eq!(
+        notes["pod-uid-1"].expected_cache.as_deref(),
+        Some("warm: last build of main hit 0.91, 5 min ago")
+    );
     // The optimizer's stats see the OOM.
     let stats = store.pipeline_stats("acme/api").await.unwrap();
     assert_eq!(stats.ooms.len(), 1);
