@@ -198,16 +198,15 @@ async fn pipeline(
         .map(|r| r.run_id.as_str())
         .collect();
     let notes = state.notes(&last).await;
-    html(pages::pipeline(
-        &name,
-        &comparison,
-        &runs,
-        &curves,
-        &cache,
-        &notes,
-        &pipelines_of(&all),
-        now,
-    ))
+    let view = pages::PipelineView {
+        name: &name,
+        comparison: &comparison,
+        runs: &runs,
+        curves: &curves,
+        cache: &cache,
+        notes: &notes,
+    };
+    html(pages::pipeline(&view, &pipelines_of(&all), now))
 }
 
 async fn models(state: Arc<ApiState>) -> warp::reply::Response {

@@ -291,18 +291,33 @@ fn curve_chart(name: &str, curve: &Curve, runs: &[RunRecord]) -> Chart {
 /// Rows in a pipeline page's last decisions.
 pub const LAST_DECISIONS: usize = 20;
 
+/// What a pipeline's page shows.
+pub struct PipelineView<'a> {
+    /// The pipeline.
+    pub name: &'a str,
+    /// Applied vs holdout.
+    pub comparison: &'a Comparison,
+    /// Its builds in the period, oldest first.
+    pub runs: &'a [RunRecord],
+    /// The model's curves around the last config (empty without a model that knows it).
+    pub curves: &'a [Curve],
+    /// Its build cache.
+    pub cache: &'a PipelineCache,
+    /// Why the last builds were decided so, by run_id.
+    pub notes: &'a std::collections::HashMap<String, crate::outcome::DecisionNote>,
+}
+
 /// A pipeline: its savings, durations over time by decision, the model's curves next to what was
-/// observed, and the last decisions.
-pub fn pipeline(
-    name: &str,
-    comparison: &Comparison,
-    runs: &[RunRecord],
-    curves: &[Curve],
-    cache: &PipelineCache,
-    notes: &std::collections::HashMap<String, crate::outcome::DecisionNote>,
-    pipelines: &[String],
-    now: DateTime<Utc>,
-) -> String {
+/// observed, its build cache, and the last decisions with why.
+pub fn pipeline(v: &PipelineView<'_>, pipelines: &[String], now: DateTime<Utc>) -> String {
+    let PipelineView {
+        name,
+        comparison,
+        runs,
+        curves,
+        cache,
+        notes,
+    } = *v;
     let curves_html = if curves.is_empty() {
         "<p class=\"muted\">No active model knows this pipeline yet.</p>".to_string()
     } else {
@@ -471,7 +486,15 @@ mod tests {
                 cache: None,
             },
         )]);
-        let page = pipeline("acme/api", &cmp, &runs, &[], &cache, &notes, &[], now);
+        let view = PipelineView {
+            name: "acme/api",
+            comparison: &cmp,
+            runs: &runs,
+            curves: &[],
+            cache: &cache,
+            notes: &notes,
+        };
+        let page = pipeline(&view, &[], now);
         assert!(page.contains("<details><summary>why</summary>chose cpu 4 &lt;fast&gt;"));
         assert!(page.contains("expected cache: warm: last build of main hit 0.91"));
         assert!(!page.contains("<fast>"));
