@@ -51,6 +51,7 @@ pub fn route_of(path: &str) -> &'static str {
         ("", _) => "/",
         ("pipelines", _) => "/pipelines",
         ("models", _) => "/models",
+        ("trainingjobs", _) => "/trainingjobs",
         ("login", _) => "/login",
         ("logout", _) => "/logout",
         ("healthz", _) => "/healthz",

@@ -230,6 +230,38 @@ async fn models(state: Arc<ApiState>) -> warp::reply::Response {
     ))
 }
 
+async fn training_jobs(state: Arc<ApiState>) -> warp::reply::Response {
+    let view = match &state.training {
+        crate::api::Training::InProcess(_) => pages::TrainingJobsView::InProcess,
+        crate::api::Training::Kubernetes { client, namespace } => {
+            let api: kube::Api<crate::controller::TrainingJob> =
+                kube::Api::namespaced(client.clone(), namespace);
+            match tokio::time::timeout(
+                std::time::Duration::from_secs(3),
+                api.list(&Default::default()),
+            )
+            .await
+            {
+                Ok(Ok(list)) => pages::TrainingJobsView::Listed {
+                    namespace: namespace.clone(),
+                    jobs: list.items,
+                },
+                Ok(Err(e)) => pages::TrainingJobsView::Unavailable(e.to_string()),
+                Err(_) => pages::TrainingJobsView::Unavailable(
+                    "the Kubernetes API did not answer in time".into(),
+                ),
+            }
+        }
+    };
+    let since = Utc::now() - chrono::Duration::days(7);
+    let pipelines = state
+        .runs_since(None, since)
+        .await
+        .map(|r| pipelines_of(&r))
+        .unwrap_or_default();
+    html(pages::training_jobs(&view, &pipelines))
+}
+
 /// Promotions and rollbacks, or why they cannot be shown.
 async fn history(state: &ApiState) -> Result<Vec<crate::registry::PointerMove>, String> {
     let Some(dir) = state.models_dir.clone() else {
@@ -288,8 +320,12 @@ pub fn routes(
         });
     let models_page = warp::path!("models")
         .and(warp::get())
-        .and(gate)
+        .and(gate.clone())
         .then(models);
+    let training_jobs_page = warp::path!("trainingjobs")
+        .and(warp::get())
+        .and(gate)
+        .then(training_jobs);
     let login_form = warp::path!("login")
         .and(warp::get())
         .map(|| html(pages::login(None)));
@@ -328,6 +364,8 @@ pub fn routes(
         .or(pipeline_page)
         .unify()
         .or(models_page)
+        .unify()
+        .or(training_jobs_page)
         .unify()
         .or(login_form)
         .unify()

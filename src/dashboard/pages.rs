@@ -56,7 +56,7 @@ pub fn layout(title: &str, pipelines: &[String], body: &str) -> String {
     format!(
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{} · InfraMind</title>\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><link rel=\"icon\" href=\"data:,\"><style>{STYLE}</style></head><body>\
-<header><span class=\"brand\">InfraMind</span><a href=\"/\">Overview</a><a href=\"/models\">Models</a>\
+<header><span class=\"brand\">InfraMind</span><a href=\"/\">Overview</a><a href=\"/models\">Models</a><a href=\"/trainingjobs\">TrainingJobs</a>\
 <span class=\"muted\" style=\"color:#cde\">{nav}</span><a href=\"/logout\" style=\"margin-left:auto\">Log out</a></header>\
 <main><h1>{}</h1>{body}</main></body></html>",
         esc(title),
@@ -441,6 +441,72 @@ pub fn models(
     };
     let body = format!("{body}<section><h2>Promotions and rollbacks</h2>{moves}</section>");
     layout("Models", pipelines, &body)
+}
+
+/// What the TrainingJobs page can show.
+pub enum TrainingJobsView {
+    /// The TrainingJobs in the namespace the API creates them in.
+    Listed {
+        /// Namespace.
+        namespace: String,
+        /// The objects.
+        jobs: Vec<crate::controller::TrainingJob>,
+    },
+    /// The API trains in-process: no TrainingJobs.
+    InProcess,
+    /// The cluster could not be asked.
+    Unavailable(String),
+}
+
+/// The TrainingJobs and their status.
+pub fn training_jobs(view: &TrainingJobsView, pipelines: &[String]) -> String {
+    let body = match view {
+        TrainingJobsView::InProcess => "<section><p class=\"muted\">This API trains in its own process (no <code>api.trainingNamespace</code>): there are no TrainingJobs to show. <code>kubectl get trainingjobs -A</code> lists those the controller runs.</p></section>".to_string(),
+        TrainingJobsView::Unavailable(why) => format!(
+            "<section><p class=\"muted\">The TrainingJobs cannot be listed: {}</p></section>",
+            esc(why)
+        ),
+        TrainingJobsView::Listed { namespace, jobs } if jobs.is_empty() => format!(
+            "<section><p class=\"muted\">No TrainingJobs in namespace {}.</p></section>",
+            esc(namespace)
+        ),
+        TrainingJobsView::Listed { namespace, jobs } => {
+            let rows: String = jobs
+                .iter()
+                .map(|tj| {
+                    let st = tj.status.clone().unwrap_or_default();
+                    let m = st.metrics.clone().unwrap_or_default();
+                    let num = |x: Option<f64>, d: usize| {
+                        x.map_or_else(|| "–".to_string(), |v| format!("{v:.d$}"))
+                    };
+                    format!(
+                        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td style=\"text-align:left\">{}</td></tr>",
+                        esc(&tj.metadata.name.clone().unwrap_or_default()),
+                        st.phase.map_or_else(|| "–".to_string(), |p| format!("{p:?}")),
+                        esc(st.version.as_deref().unwrap_or("–")),
+                        match st.promoted {
+                            Some(true) => "yes",
+                            Some(false) => "no",
+                            None => "–",
+                        },
+                        num(m.mae_seconds, 1),
+                        num(m.r2, 3),
+                        num(m.rank_accuracy, 3),
+                        st.start_time
+                            .map_or_else(|| "–".to_string(), |t| t.0.to_string()),
+                        st.completion_time
+                            .map_or_else(|| "–".to_string(), |t| t.0.to_string()),
+                        esc(st.message.as_deref().unwrap_or("")),
+                    )
+                })
+                .collect();
+            format!(
+                "<section><h2>Namespace {}</h2><table><tr><th>name</th><th>phase</th><th>version</th><th>promoted</th><th>MAE s</th><th>R²</th><th>rank acc.</th><th>started</th><th>finished</th><th style=\"text-align:left\">message</th></tr>{rows}</table></section>",
+                esc(namespace)
+            )
+        }
+    };
+    layout("TrainingJobs", pipelines, &body)
 }
 
 /// The login form.

@@ -59,6 +59,12 @@ struct Api {
 }
 
 async fn start() -> Api {
+    start_with(None).await
+}
+
+/// The API over a store holding a simulated week; `kube` makes it create TrainingJobs through
+/// that client (in namespace `ci`) instead of training in-process.
+async fn start_with(kube: Option<kube::Client>) -> Api {
     let url = pg_schema_url().await;
     let store = inframind::telemetry::Store::connect(&url).await.unwrap();
     store.insert_runs(&week(), Utc::now()).await.unwrap();
@@ -80,7 +86,13 @@ async fn start() -> Api {
         Arc::new(LiveModel::new()),
         Recommender::default(),
         1024 * 1024,
-        Training::InProcess(Box::new(api::in_process_training(&global).unwrap())),
+        match kube {
+            Some(client) => Training::Kubernetes {
+                client,
+                namespace: "ci".into(),
+            },
+            None => Training::InProcess(Box::new(api::in_process_training(&global).unwrap())),
+        },
     );
     state.models_dir = Some(inframind::model::ModelDir::new(dir.path().join("models")));
     let server = api::spawn("127.0.0.1:0".parse().unwrap(), None, Arc::new(state))
@@ -279,4 +291,76 @@ fn the_cli_reports_savings_and_writes_its_plots() {
     );
     let pd = std::fs::read_to_string(dir.path().join("pd.svg")).unwrap();
     assert!(pd.contains("<polyline") && pd.contains("vs cpu"));
+}
+
+/// The TrainingJobs page lists the namespace's TrainingJobs with their status, read from a fake
+/// of the Kubernetes API's HTTP contract (kube-rs `tower_test`; no API server runs here); an
+/// API that trains in-process says there are none to show.
+#[tokio::test]
+async fn the_trainingjobs_page_lists_their_status() {
+    use http::{Request, Response};
+    use kube::client::Body;
+    use tower_test::mock;
+    let (service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let fake = tokio::spawn(async move {
+        let mut paths = Vec::new();
+        while let Some((req, send)) = handle.next_request().await {
+            paths.push(req.uri().path().to_string());
+            // A TrainingJob as the controller writes it (serialised from the real types).
+            let mut tj = inframind::controller::TrainingJob::new("nightly", Default::default());
+            tj.metadata.namespace = Some("ci".into());
+            tj.status = Some(inframind::controller::TrainingJobStatus {
+                phase: Some(inframind::controller::Phase::Succeeded),
+                version: Some("model_v20261128_020000".into()),
+                promoted: Some(true),
+                message: Some("promoted <model_v20261128_020000>".into()),
+                metrics: Some(inframind::controller::crd::RunMetrics {
+                    mae_seconds: Some(41.5),
+                    r2: Some(0.81),
+                    rank_accuracy: Some(0.77),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            let list = serde_json::json!({
+                "apiVersion": "inframind.io/v1alpha1", "kind": "TrainingJobList",
+                "metadata": {"resourceVersion": "7"}, "items": [tj]
+            });
+            send.send_response(
+                Response::builder()
+                    .status(200)
+                    .header("content-type", "application/json")
+                    .body(Body::from(serde_json::to_vec(&list).unwrap()))
+                    .unwrap(),
+            );
+        }
+        paths
+    });
+    let api = start_with(Some(kube::Client::new(service, "default"))).await;
+    let bearer = format!("Bearer {INGEST}");
+    let auth = [("authorization", bearer.as_str())];
+    let page = api.get("/trainingjobs", &auth).await;
+    let body = String::from_utf8_lossy(&page.body).to_string();
+    assert_eq!(page.status, 200, "{body}");
+    for expect in [
+        "nightly",
+        "Succeeded",
+        "model_v20261128_020000",
+        "41.5",
+        "0.810",
+        "0.770",
+        "promoted &lt;model_v",
+    ] {
+        assert!(body.contains(expect), "missing {expect}: {body}");
+    }
+    drop(api);
+    let paths = fake.await.unwrap();
+    assert_eq!(
+        paths,
+        ["/apis/inframind.io/v1alpha1/namespaces/ci/trainingjobs"]
+    );
+
+    let in_process = start().await;
+    let page = in_process.get("/trainingjobs", &auth).await;
+    assert!(String::from_utf8_lossy(&page.body).contains("trains in its own process"));
 }
