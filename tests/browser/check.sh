@@ -38,4 +38,4 @@ cookie="$(curl -fsS -o /dev/null -D - --data-urlencode "token=$token" "http://12
 [ -n "$cookie" ] || { echo "login did not set a session cookie" >&2; cat "$work/api.log" >&2; exit 1; }
 rm -rf "$artifacts" && mkdir -p "$artifacts"
 python3 tests/browser/check.py "http://127.0.0.1:$port" "$cookie" "$artifacts" \
-  / /pipelines/acme%2Fapi /pipelines/acme%2Fweb /models
+  / /pipelines/acme%2Fapi /pipelines/acme%2Fweb /models /trainingjobs
