@@ -165,7 +165,7 @@ VALUE_SETS: dict[str, dict] = {
                 "maxBodyBytes": 1048576,
                 "ingestToken": {"secretName": "ci-ingest", "key": "ingest-token"},
                 "adminToken": {"secretName": "ci-admin", "key": "admin.token"},
-                "tls": {"enabled": True, "secretName": "inframind-api-tls"},
+                "tls": {"enabled": True, "secretName": "ci-api-tls"},
                 "podDisruptionBudget": {"minAvailable": 2},
                 "extraEnv": [{"name": "RUST_BACKTRACE", "value": "1"}]},
         "serviceAccount": {"api": {"name": "ingest"}, "training": {"name": "im-train"}},
@@ -176,6 +176,9 @@ VALUE_SETS: dict[str, dict] = {
     },
     # The API trains through TrainingJobs in its own namespace, admin token in the ingest Secret
     # under another key; networkPolicy.api.from empty (any source); webhook and controller defaults.
+    # Plain HTTP for the API (TLS is the default): Service port 80, HTTP probes, no certificate.
+    "api-plain-http": {"api": {"tls": {"enabled": False}},
+                       "metrics": {"serviceMonitor": {"enabled": True}}},
     "api-training-same-namespace": {
         "api": {"trainingNamespace": NAMESPACE,
                 "adminToken": {"secretName": "inframind-api-ingest", "key": "admin"}},
@@ -211,6 +214,9 @@ SCHEMA_REJECTS = [
     ({"api": {"ingestToken": {"secretName": ""}}}, "/api/ingestToken/secretName"),
     ({"api": {"adminToken": {"secretName": 7}}}, "/api/adminToken/secretName"),
     ({"api": {"tls": {"enabled": "true"}}}, "/api/tls/enabled"),
+    ({"api": {"tls": {"secretName": "API_TLS"}}}, "/api/tls/secretName"),
+    ({"certificates": {"certManager": {"caDuration": "10y"}}}, "/certificates/certManager/caDuration"),
+    ({"metrics": {"serviceMonitor": {"apiTlsConfig": "ca.crt"}}}, "/metrics/serviceMonitor/apiTlsConfig"),
     ({"api": {"podAntiAffinity": "always"}}, "/api/podAntiAffinity"),
     ({"api": {"listen": "0.0.0.0:9000"}}, "/api"),  # the port is the chart's, not a value
     ({"serviceAccount": {"api": {"create": "yes"}}}, "/serviceAccount/api/create"),
@@ -229,7 +235,6 @@ TEMPLATE_REJECTS = [
     ({"optimizer": {"bounds": {"minCpu": 20}}}, "minCpu"),
     ({"optimizer": {"bounds": {"minMemGb": 128}}}, "minMemGb"),
     ({"optimizer": {"bounds": {"minConcurrency": 8, "maxConcurrency": 4}}}, "minConcurrency"),
-    ({"api": {"tls": {"enabled": True}}}, "api.tls.secretName"),
     ({"api": {"adminToken": {"secretName": "inframind-api-ingest"}}}, "admin token must differ"),
     ({"webhook": {"hostNetwork": True}, "createNamespace": True}, "restricted Pod Security Standard"),
     ({"webhook": {"hostNetwork": True, "port": 10250}}, "kubelet"),
@@ -460,6 +465,25 @@ def openssl(*args, stdin: bytes | None = None) -> str:
     return res.stdout.decode()
 
 
+def verify_serving_secret(data: dict, names: list[str], runner: Runner):
+    """A kubernetes.io/tls Secret's data: tls.crt is a server certificate that ca.crt signed, whose
+    subjectAltName covers `names`, and tls.key is its key."""
+    if not shutil.which("openssl"):
+        runner.note("openssl not found: the Helm-generated certificate chains were not verified")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "ca.crt").write_bytes(base64.b64decode(data["ca.crt"]))
+        (Path(tmp) / "tls.crt").write_bytes(base64.b64decode(data["tls.crt"]))
+        out = openssl("verify", "-purpose", "sslserver", "-CAfile", f"{tmp}/ca.crt", f"{tmp}/tls.crt")
+        assert out.strip().endswith("OK"), out
+        san = openssl("x509", "-noout", "-ext", "subjectAltName", "-in", f"{tmp}/tls.crt")
+        missing = [n for n in names if not re.search(rf"DNS:{re.escape(n)}(,|$)", san.strip(), re.M)]
+        assert not missing, f"serving certificate names {san.strip()}, not {missing}"
+        pub_cert = openssl("x509", "-noout", "-pubkey", "-in", f"{tmp}/tls.crt")
+        pub_key = openssl("pkey", "-pubout", stdin=base64.b64decode(data["tls.key"]))
+        assert pub_cert == pub_key, "tls.key does not belong to tls.crt"
+
+
 # ---------------------------------------------------------------------------------------------
 # The product's invariants on one rendered values set
 
@@ -475,6 +499,11 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
     api = v["api"]
     api_on = api["enabled"]
     api_tls = api["tls"]["enabled"]
+    # the Secret the API serves from: the user's, or the chart's (api-certificate.yaml)
+    api_tls_secret = api["tls"]["secretName"] or f"{api_name}-tls"
+    api_chart_cert = api_on and api_tls and not api["tls"]["secretName"]
+    api_dns = f"{api_name}.{NAMESPACE}.svc"
+    api_dns_names = [api_name, f"{api_name}.{NAMESPACE}", api_dns, f"{api_dns}.{v['certificates']['clusterDomain']}"]
     api_sa = (v["serviceAccount"]["api"]["name"] or api_name) if v["serviceAccount"]["api"]["create"] \
         else (v["serviceAccount"]["api"]["name"] or "default")
     api_admin = bool(api["adminToken"]["secretName"])
@@ -694,11 +723,12 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
         assert ct["args"] == ["api", "--listen", f"0.0.0.0:{API_PORT}"], f"api args {ct['args']}"
         assert [p["containerPort"] for p in ct["ports"]] == [API_PORT], f"api ports {ct['ports']}"
         scheme = "HTTPS" if api_tls else "HTTP"
-        for probe in ("livenessProbe", "readinessProbe"):
+        # readiness on /readyz: 503 from SIGTERM on, so the API drains (see shutdown)
+        for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"), ("startupProbe", "/healthz")):
             assert probe in ct, f"api: no {probe}"
             get = ct[probe]["httpGet"]
-            assert get["path"] == "/healthz" and get.get("scheme", "HTTP") == scheme and resolve_port(ct, get["port"]) == API_PORT, \
-                f"api {probe}: {get}, expected {scheme} GET /healthz on {API_PORT}"
+            assert get["path"] == path and get.get("scheme", "HTTP") == scheme and resolve_port(ct, get["port"]) == API_PORT, \
+                f"api {probe}: {get}, expected {scheme} GET {path} on {API_PORT}"
         assert spec.get("enableServiceLinks") is False, \
             f"service links would put {api_name.upper().replace('-', '_')}_* variables next to the binary's INFRAMIND_API_* ones"
         env = env_map(ct)
@@ -707,8 +737,8 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
         if api_admin:
             files["INFRAMIND_ADMIN_TOKEN_FILE"] = (api["adminToken"]["secretName"], api["adminToken"]["key"])
         if api_tls:
-            files["INFRAMIND_API_TLS_CERT"] = (api["tls"]["secretName"], "tls.crt")
-            files["INFRAMIND_API_TLS_KEY"] = (api["tls"]["secretName"], "tls.key")
+            files["INFRAMIND_API_TLS_CERT"] = (api_tls_secret, "tls.crt")
+            files["INFRAMIND_API_TLS_KEY"] = (api_tls_secret, "tls.key")
         seen = {}
         for var, want in files.items():
             path = env[var].get("value")
@@ -738,10 +768,18 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
         assert selector_matches({"matchLabels": s["spec"]["selector"]}, d["spec"]["template"]["metadata"]["labels"]), \
             "the API Service does not select the API pods"
         # NOTES.txt tells CI teams how to report to exactly this Service
-        url = f"{'https' if api_tls else 'http'}://{api_name}.{NAMESPACE}.svc"
+        url = f"{'https' if api_tls else 'http'}://{api_dns}"
         cmd = f"inframind report --endpoint {url} --token-file /var/run/secrets/inframind/token"
-        assert cmd in notes, f"NOTES.txt lacks `{cmd}`"
+        if api_tls:
+            cmd += " --ca-file /var/run/secrets/inframind/ca.crt"
+        assert re.search(rf"^\s*{re.escape(cmd)}$", notes, re.M), f"NOTES.txt lacks the line `{cmd}`"
         assert api["ingestToken"]["secretName"] in notes, "NOTES.txt does not name the ingest token Secret"
+        if api_tls:
+            # where the reporters' CA comes from: the ConfigMap (Helm-generated), the Secret's
+            # ca.crt (cert-manager), or the user's Secret
+            source = (f"get configmap {api_name}-ca" if api_chart_cert and mode != "cert-manager"
+                      else f"get secret {api_tls_secret}" if api_chart_cert else api_tls_secret)
+            assert source in notes, f"NOTES.txt does not say where the API's CA comes from ({source!r})"
     c("API Deployment (args, /healthz probes, token files from the named Secrets, Service, NOTES)", api_deployment)
 
     def model_keys_and_stores_ca():
@@ -844,7 +882,7 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
         secrets = [s for s in by_kind(objs, "Secret") if s["metadata"]["name"] == tls_secret]
         certs, issuers = by_kind(objs, "Certificate"), by_kind(objs, "Issuer")
         if mode == "cert-manager":
-            cert = one(objs, "Certificate")
+            cert = one(objs, "Certificate", svc_name)
             assert annotations.get("cert-manager.io/inject-ca-from") == f"{NAMESPACE}/{cert['metadata']['name']}", \
                 f"inject-ca-from {annotations.get('cert-manager.io/inject-ca-from')!r} does not name the Certificate"
             assert cert["spec"]["secretName"] == tls_secret
@@ -855,7 +893,7 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
                 assert ref["name"] == want_ref["name"] and ref["kind"] == want_ref.get("kind", "Issuer"), ref
                 assert not issuers, "an Issuer is rendered although issuerRef names one"
             else:
-                issuer = one(objs, "Issuer")
+                issuer = one(objs, "Issuer", f"{svc_name}-selfsigned")
                 assert ref == {"name": issuer["metadata"]["name"], "kind": "Issuer", "group": "cert-manager.io"}, ref
                 assert "selfSigned" in issuer["spec"]
             assert not secrets, "cert-manager mode must not render the certificate Secret itself"
@@ -869,22 +907,54 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
             ca = base64.b64decode(data["ca.crt"])
             for h in mwc["webhooks"]:
                 assert base64.b64decode(h["clientConfig"]["caBundle"]) == ca, "caBundle is not the Secret's CA"
-            if shutil.which("openssl"):
-                with tempfile.TemporaryDirectory() as tmp:
-                    (Path(tmp) / "ca.crt").write_bytes(ca)
-                    (Path(tmp) / "tls.crt").write_bytes(base64.b64decode(data["tls.crt"]))
-                    out = openssl("verify", "-purpose", "sslserver", "-CAfile", f"{tmp}/ca.crt", f"{tmp}/tls.crt")
-                    assert out.strip().endswith("OK"), out
-                    san = openssl("x509", "-noout", "-ext", "subjectAltName", "-in", f"{tmp}/tls.crt")
-                    assert f"DNS:{svc_dns}" in san and f"DNS:{svc_name}" in san, f"serving certificate names {san.strip()}"
-                    pub_cert = openssl("x509", "-noout", "-pubkey", "-in", f"{tmp}/tls.crt")
-                    pub_key = openssl("pkey", "-pubout", stdin=base64.b64decode(data["tls.key"]))
-                    assert pub_cert == pub_key, "tls.key does not belong to tls.crt"
-            else:
-                runner.note("openssl not found: the helm-mode certificate chain was not verified")
+            verify_serving_secret(data, [svc_name, svc_dns], runner)
         elif mode == "self-signed":
             assert not secrets, "self-signed mode renders a certificate Secret"
     c(f"certificates ({mode})", certificates)
+
+    def api_certificate():
+        api_objs = [o for o in objs if o["kind"] in ("Secret", "ConfigMap", "Certificate", "Issuer")
+                    and o["metadata"]["labels"].get("app.kubernetes.io/component") == "api"]
+        if not api_chart_cert:
+            assert not api_objs, f"the chart renders {[(o['kind'], o['metadata']['name']) for o in api_objs]} " \
+                f"although it provides no API certificate (TLS {api_tls}, secretName {api['tls']['secretName']!r})"
+            return
+        if mode == "cert-manager":
+            cert = one(objs, "Certificate", api_name)
+            assert cert["spec"]["secretName"] == api_tls_secret, cert["spec"]["secretName"]
+            missing = sorted(set(api_dns_names) - set(cert["spec"]["dnsNames"]))
+            assert not missing, f"the API Certificate does not name {missing}"
+            assert "server auth" in cert["spec"]["usages"], cert["spec"]["usages"]
+            ref = cert["spec"]["issuerRef"]
+            want_ref = v["certificates"]["certManager"]["issuerRef"]
+            if want_ref:
+                assert ref["name"] == want_ref["name"] and ref["kind"] == want_ref.get("kind", "Issuer"), ref
+                assert {(o["kind"], o["metadata"]["name"]) for o in api_objs} == {("Certificate", api_name)}, api_objs
+            else:
+                # a CA of the API's own, so that reporters' copies survive serving-certificate renewals
+                assert ref == {"name": f"{api_name}-ca", "kind": "Issuer", "group": "cert-manager.io"}, ref
+                ca_issuer = one(objs, "Issuer", f"{api_name}-ca")
+                ca_cert = one(objs, "Certificate", f"{api_name}-ca")
+                assert ca_cert["spec"].get("isCA") is True, "the API's CA Certificate is not a CA"
+                assert ca_issuer["spec"]["ca"]["secretName"] == ca_cert["spec"]["secretName"] != api_tls_secret
+                assert ca_cert["spec"]["privateKey"]["rotationPolicy"] == "Never", "the API's CA changes its key on renewal"
+                assert ca_cert["spec"]["issuerRef"] == {"name": f"{svc_name}-selfsigned", "kind": "Issuer", "group": "cert-manager.io"}
+                assert "selfSigned" in one(objs, "Issuer", f"{svc_name}-selfsigned")["spec"]
+            assert not [o for o in api_objs if o["kind"] in ("Secret", "ConfigMap")], "cert-manager mode renders the API's key material"
+            return
+        # helm and self-signed: Helm generates the API's CA and certificate, the CA published in a ConfigMap
+        assert not [o for o in api_objs if o["kind"] in ("Certificate", "Issuer")], f"{mode} mode renders cert-manager objects for the API"
+        secret = one(objs, "Secret", api_tls_secret)
+        assert secret["type"] == "kubernetes.io/tls"
+        ca = base64.b64decode(secret["data"]["ca.crt"])
+        cm = one(objs, "ConfigMap", f"{api_name}-ca")
+        assert cm["data"]["ca.crt"].strip() == ca.decode().strip(), "ConfigMap ca.crt is not the CA of the API's certificate"
+        assert "tls.key" not in cm["data"] and "PRIVATE" not in cm["data"]["ca.crt"], "the CA ConfigMap holds a key"
+        webhook_tls = [o for o in by_kind(objs, "Secret") if o["metadata"]["name"] == tls_secret]
+        if webhook_tls:
+            assert webhook_tls[0]["data"]["tls.key"] != secret["data"]["tls.key"], "the API and the webhook share a key"
+        verify_serving_secret(secret["data"], api_dns_names, runner)
+    c(f"API certificate (TLS {api_tls}, {mode}): SANs cover the API Service names, CA published", api_certificate)
 
     def rbac():
         for r in by_kind(objs, "ClusterRole") + by_kind(objs, "Role"):
@@ -983,7 +1053,7 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
         if not v["metrics"]["serviceMonitor"]["enabled"]:
             assert not sms, "ServiceMonitor rendered while disabled"
             return
-        assert len(sms) == (2 if ctl_on else 1), f"{len(sms)} ServiceMonitors"
+        assert len(sms) == 1 + ctl_on + api_on, f"{len(sms)} ServiceMonitors"
         for sm in sms:
             for k, val in v["metrics"]["serviceMonitor"]["labels"].items():
                 assert sm["metadata"]["labels"].get(k) == val, f"ServiceMonitor lacks label {k}"
@@ -1000,6 +1070,16 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
                         assert tls.get("insecureSkipVerify") is True, f"self-signed mode: {tls}"
                     else:
                         assert tls.get("ca", {}).get("secret") == {"name": tls_secret, "key": "ca.crt"} and tls.get("serverName") == svc_dns, tls
+                elif targets[0]["metadata"]["name"] == api_name:
+                    # the API's /metrics on its one port, over its scheme
+                    assert ep["scheme"] == ("https" if api_tls else "http"), f"API endpoint scheme {ep['scheme']} with TLS {api_tls}"
+                    if api_tls:
+                        tls = ep.get("tlsConfig", {})
+                        if v["metrics"]["serviceMonitor"]["apiTlsConfig"]:
+                            assert tls == v["metrics"]["serviceMonitor"]["apiTlsConfig"], tls
+                        else:
+                            assert tls.get("ca", {}).get("secret") == {"name": api_tls_secret, "key": "ca.crt"} \
+                                and tls.get("serverName") == api_dns, tls
                 else:
                     assert ep["scheme"] == "http"
     c("ServiceMonitors", monitoring)
@@ -1168,6 +1248,11 @@ def main() -> int:
         values = deep_merge(defaults, overrides)
         check_invariants(name, values, objs, notes[0], runner)
 
+    def api_https_by_default():
+        tls = defaults["api"]["tls"]
+        assert tls["enabled"] is True and tls["secretName"] == "", f"api.tls defaults to {tls}, not HTTPS with the chart's certificate"
+    runner.check("the API serves HTTPS by default, with a certificate the chart provides", api_https_by_default)
+
     # --- the deploy/ values render the same way (and pass the same invariants) ---------------
     deploy_values = yaml.safe_load(render.VALUES.read_text()) or {}
     deploy_objs = [o for _, _, o in render.render_documents(chart, deploy_values, name=RELEASE, namespace=NAMESPACE)]
@@ -1205,7 +1290,7 @@ def main() -> int:
                 if word not in str(e):
                     problems.append(f"{json.dumps(overrides)}: unhelpful error {str(e).strip()}")
         assert not problems, "; ".join(problems)
-    runner.check("templates reject min bounds above max bounds, API TLS without a Secret, one token for both roles, verifying without signing", template_rejects)
+    runner.check("templates reject min bounds above max bounds, one token for both roles, verifying without signing", template_rejects)
 
     def schema_covers_values():
         schema = chart.schema

@@ -112,7 +112,7 @@ MUTATIONS = [
     ("API ingest token from a hard-coded Secret", edit(T + "api-deployment.yaml", "secretName: {{ $api.ingestToken.secretName }}", "secretName: inframind-api-ingest"), "API Deployment"),
     ("API token volume writable", edit(T + "api-deployment.yaml", "mountPath: /var/run/secrets/inframind/ingest\n              readOnly: true", "mountPath: /var/run/secrets/inframind/ingest\n              readOnly: false"), "API Deployment"),
     ("API admin token file points at the ingest token", edit(T + "api-deployment.yaml", "value: /var/run/secrets/inframind/admin/token", "value: /var/run/secrets/inframind/ingest/token"), "API Deployment"),
-    ("API readiness probe on /readyz", edit(T + "api-deployment.yaml", "readinessProbe:\n            httpGet:\n              path: /healthz", "readinessProbe:\n            httpGet:\n              path: /readyz"), "API Deployment"),
+    ("API readiness probe on /healthz (never not-ready while draining)", edit(T + "api-deployment.yaml", "readinessProbe:\n            httpGet:\n              path: /readyz", "readinessProbe:\n            httpGet:\n              path: /healthz"), "API Deployment"),
     ("API Service always on port 80", edit(T + "api-service.yaml", "port: {{ ternary 443 80 $tls }}", "port: 80"), "API Deployment"),
     ("API Service selects every component", edit(T + "api-service.yaml", '{{- include "inframind.selectorLabels" (dict "ctx" $ "component" "api") | nindent 4 }}', "app.kubernetes.io/instance: {{ .Release.Name }}"), "every Service selects"),
     ("API max body size ignored", edit(T + "api-deployment.yaml", "{{ $api.maxBodyBytes | int64 | quote }}", '"4194304"'), "environment contract"),
@@ -129,6 +129,16 @@ MUTATIONS = [
         edit(T + "webhook-deployment.yaml", '{{- with include "inframind.modelKey.volumes" (dict "ctx" $ "role" "public") }}', '{{- with include "inframind.modelKey.volumes" (dict "ctx" $ "role" "signing") }}')),
      "model signing keys"),
     ("the stores' CA not mounted", edit(T + "_helpers.tpl", '{{- include "inframind.storesCA.mounts" . }}', ''), "model signing keys"),
+    # the API over TLS by default
+    ("API plain HTTP by default", edit("charts/inframind/values.yaml", "    #    `false`: plain HTTP, Service port 80.\n    enabled: true", "    #    `false`: plain HTTP, Service port 80.\n    enabled: false"), "the API serves HTTPS by default"),
+    ("API certificate for the webhook's names", edit(T + "api-certificate.yaml", '(include "inframind.api.dnsNames" . | fromJsonArray) (int', '(include "inframind.webhook.dnsNames" . | fromJsonArray) (int'), "API certificate"),
+    ("API Certificate (cert-manager) without the API Service names", edit(T + "api-certificate.yaml", '{{- include "inframind.api.dnsNames" . | fromJsonArray | toYaml | nindent 4 }}', "- other.example"), "API certificate"),
+    ("API CA ConfigMap publishes the serving certificate", edit(T + "api-certificate.yaml", "{{- $ca | b64dec | trim | nindent 4 }}", "{{- $crt | b64dec | trim | nindent 4 }}"), "API certificate"),
+    ("API CA (cert-manager) rotates its key", edit(T + "api-certificate.yaml", "rotationPolicy: Never", "rotationPolicy: Always"), "API certificate"),
+    ("API mounts the chart's Secret although the user names one", edit(T + "api-deployment.yaml", 'secretName: {{ include "inframind.api.tlsSecretName" . }}', "secretName: {{ include \"inframind.api.fullname\" . }}-tls"), "API Deployment"),
+    ("API liveness probe over HTTP while serving HTTPS", edit(T + "api-deployment.yaml", "scheme: {{ upper $port }}", "scheme: HTTP"), "API Deployment"),
+    ("NOTES reporter command without --ca-file", edit(T + "NOTES.txt", " --ca-file /var/run/secrets/inframind/ca.crt", ""), "API Deployment"),
+    ("API ServiceMonitor over HTTP while the API serves HTTPS", edit(T + "servicemonitor.yaml", "{{- if .Values.api.tls.enabled }}\n    - port: https", "{{- if false }}\n    - port: https"), "ServiceMonitors"),
 ]
 
 
