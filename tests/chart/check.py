@@ -77,8 +77,13 @@ SKIPPED_KINDS = {
 }
 
 # The binary's environment contract.
+# The shutdown drain (config::DrainSettings): every server reads it.
+SHUTDOWN_ENV = {"INFRAMIND_DRAIN_SECONDS": "drainSeconds", "INFRAMIND_SHUTDOWN_GRACE_SECONDS": "graceSeconds"}
 COMMON_ENV = ["INFRAMIND_DATABASE_URL", "INFRAMIND_REDIS_URL", "INFRAMIND_MODELS_DIR", "INFRAMIND_LOG",
-              "INFRAMIND_LOG_FORMAT"]
+              "INFRAMIND_LOG_FORMAT", *SHUTDOWN_ENV]
+# After the grace period the server waits one more second before it cuts open connections, then
+# exits: terminationGracePeriodSeconds must leave it that long and a second to exit.
+SHUTDOWN_MARGIN_SECONDS = 2
 # The optimizer's settings (config::OptimizerSettings): the webhook's and the API's (POST /v1/recommendations).
 OPTIMIZER_ENV = ["INFRAMIND_OBJECTIVE", "INFRAMIND_EXPLORATION_RATE", "INFRAMIND_MIN_CPU", "INFRAMIND_MAX_CPU",
                  "INFRAMIND_MIN_MEM_GB", "INFRAMIND_MAX_MEM_GB", "INFRAMIND_MIN_CONCURRENCY",
@@ -144,7 +149,8 @@ VALUE_SETS: dict[str, dict] = {
     },
     # GKE private clusters: the control plane reaches nodes on 443 only; no matchConditions.
     "webhook-port-443": {"webhook": {"port": 443, "matchConditions": False},
-                         "networkPolicy": {"enabled": True}},
+                         "networkPolicy": {"enabled": True},
+                         "shutdown": {"drainSeconds": 0, "graceSeconds": 0}},
     # Control planes that cannot reach pod IPs: the webhook on the node's network.
     "webhook-host-network": {"webhook": {"hostNetwork": True, "port": 9443, "podAntiAffinity": "hard"}},
     # Signed models (private key in the controller only) and a private CA for the stores.
@@ -158,6 +164,7 @@ VALUE_SETS: dict[str, dict] = {
     "controller-no-batch": {"controller": {"batchJobs": False, "replicas": 1, "podAntiAffinity": "none",
                                            "leaseName": "im-leader", "allowedJobImages": ["unused:1"]},
                             "api": {"replicas": 1, "podAntiAffinity": "none"},
+                            "shutdown": {"drainSeconds": 15, "graceSeconds": 45},
                             "fullnameOverride": "im"},
     # The API creating TrainingJobs (its one Role), with an admin token, TLS and its own peers.
     "api-training-tls": {
@@ -206,6 +213,10 @@ SCHEMA_REJECTS = [
     ({"log": {"format": "xml"}}, "/log/format"),
     ({"metrics": {"serviceMonitor": {"enabled": 1}}}, "/metrics/serviceMonitor/enabled"),
     ({"bogus": True}, "bogus"),
+    ({"shutdown": {"drainSeconds": -1}}, "/shutdown/drainSeconds"),
+    ({"shutdown": {"graceSeconds": "10"}}, "/shutdown/graceSeconds"),
+    ({"shutdown": {"graceSeconds": 3600}}, "/shutdown/graceSeconds"),
+    ({"shutdown": {"preStopSleepSeconds": 5}}, "/shutdown"),  # no preStop: see values.yaml
     ({"api": {"replicas": "two"}}, "/api/replicas"),
     ({"api": {"enabled": "yes"}}, "/api/enabled"),
     ({"api": {"maxBodyBytes": "4MB"}}, "/api/maxBodyBytes"),
@@ -656,6 +667,31 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
                 assert not (ref and ref["name"] in token_secrets), f"api: {e['name']} reads a token Secret into the environment"
                 assert "TOKEN" not in e["name"] or e["name"].endswith("_FILE"), f"api: {e['name']} looks like a token in the environment"
     c("environment contract (INFRAMIND_*, Secrets, downward API)", environment)
+
+    def graceful_shutdown():
+        sd = v["shutdown"]
+        for dname, d in deployments.items():
+            spec = d["spec"]["template"]["spec"]
+            ct = spec["containers"][0]
+            env = env_map(ct)
+            for var, key in SHUTDOWN_ENV.items():
+                got = env.get(var, {}).get("value")
+                assert got is not None and re.fullmatch(r"[0-9]+", got) and int(got) == sd[key], \
+                    f"{dname}: {var}={got!r}, expected shutdown.{key} {sd[key]}"
+            # the image is distroless: an exec hook has nothing to run; only the kubelet's sleep
+            # action could delay SIGTERM, and it counts against the grace period too
+            sleep = 0
+            for c_ in spec["containers"]:
+                pre = (c_.get("lifecycle") or {}).get("preStop")
+                if pre is None:
+                    continue
+                assert set(pre) == {"sleep"}, f"{dname}/{c_['name']}: preStop {pre} (no shell in the image: only a sleep action can work)"
+                sleep = max(sleep, pre["sleep"]["seconds"])
+            want = sd["drainSeconds"] + sd["graceSeconds"] + sleep + SHUTDOWN_MARGIN_SECONDS
+            got = spec.get("terminationGracePeriodSeconds", 30)
+            assert got >= want, (f"{dname}: terminationGracePeriodSeconds {got} < drain {sd['drainSeconds']} + grace "
+                                 f"{sd['graceSeconds']} + preStop sleep {sleep} + {SHUTDOWN_MARGIN_SECONDS}: killed mid-drain")
+    c("graceful shutdown (drain settings in every server, terminationGracePeriodSeconds covers them)", graceful_shutdown)
 
     def webhook_deployment():
         d = deployments[svc_name]

@@ -138,6 +138,11 @@ MUTATIONS = [
     ("API mounts the chart's Secret although the user names one", edit(T + "api-deployment.yaml", 'secretName: {{ include "inframind.api.tlsSecretName" . }}', "secretName: {{ include \"inframind.api.fullname\" . }}-tls"), "API Deployment"),
     ("API liveness probe over HTTP while serving HTTPS", edit(T + "api-deployment.yaml", "scheme: {{ upper $port }}", "scheme: HTTP"), "API Deployment"),
     ("NOTES reporter command without --ca-file", edit(T + "NOTES.txt", " --ca-file /var/run/secrets/inframind/ca.crt", ""), "API Deployment"),
+    # graceful shutdown
+    ("terminationGracePeriodSeconds leaves out the grace", edit(T + "_helpers.tpl", "add (int .Values.shutdown.drainSeconds) (int .Values.shutdown.graceSeconds) 5", "add (int .Values.shutdown.drainSeconds) 5"), "graceful shutdown"),
+    ("drain seconds hard-coded", edit(T + "_helpers.tpl", "value: {{ .Values.shutdown.drainSeconds | int | quote }}", 'value: "5"'), "graceful shutdown"),
+    ("controller pod keeps the default 30 s grace period", edit(T + "controller-deployment.yaml", '      terminationGracePeriodSeconds: {{ include "inframind.terminationGracePeriodSeconds" . }}\n', ""), "graceful shutdown"),
+    ("an exec preStop sleep (no shell in the image)", edit(T + "webhook-deployment.yaml", "          resources:\n            {{- toYaml .Values.webhook.resources", "          lifecycle:\n            preStop:\n              exec:\n                command: [sleep, \"5\"]\n          resources:\n            {{- toYaml .Values.webhook.resources"), "graceful shutdown"),
     ("API ServiceMonitor over HTTP while the API serves HTTPS", edit(T + "servicemonitor.yaml", "{{- if .Values.api.tls.enabled }}\n    - port: https", "{{- if false }}\n    - port: https"), "ServiceMonitors"),
 ]
 

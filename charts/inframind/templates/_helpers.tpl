@@ -209,7 +209,7 @@ seccompProfile:
   type: RuntimeDefault
 {{- end }}
 
-{{/* Environment every component reads. */}}
+{{/* Environment every component reads (the drain settings: see values shutdown). */}}
 {{- define "inframind.commonEnv" -}}
 - name: INFRAMIND_DATABASE_URL
   valueFrom:
@@ -227,6 +227,19 @@ seccompProfile:
   value: {{ .Values.log.level | quote }}
 - name: INFRAMIND_LOG_FORMAT
   value: {{ .Values.log.format | quote }}
+- name: INFRAMIND_DRAIN_SECONDS
+  value: {{ .Values.shutdown.drainSeconds | int | quote }}
+- name: INFRAMIND_SHUTDOWN_GRACE_SECONDS
+  value: {{ .Values.shutdown.graceSeconds | int | quote }}
+{{- end }}
+
+{{/*
+How long the kubelet waits after SIGTERM before it kills a pod: the binary's drain and grace
+(values shutdown), plus 5 s because the server gives up on open connections only a second after
+the grace period, and must still exit cleanly. No preStop hook, see values.yaml.
+*/}}
+{{- define "inframind.terminationGracePeriodSeconds" -}}
+{{- add (int .Values.shutdown.drainSeconds) (int .Values.shutdown.graceSeconds) 5 }}
 {{- end }}
 
 {{/*
