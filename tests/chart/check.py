@@ -72,6 +72,7 @@ OPT_OUT_CASES = [
 # schema for. They are skipped explicitly (and reported); any other unknown kind is a failure.
 SKIPPED_KINDS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
     ("cert-manager.io/v1", "Issuer"),
     ("cert-manager.io/v1", "Certificate"),
 }
@@ -105,6 +106,63 @@ MODELS_DIR = "/var/lib/inframind/models"
 # Volume types the restricted Pod Security Standard allows.
 RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
                       "projected", "secret"}
+
+# The metrics the binaries expose, by name, with their labels (None: any value). This mirrors
+# src/webhook/metrics.rs, src/api_metrics.rs, src/controller/metrics.rs and the run counters of the
+# API and the controller's pod-outcome watcher: keep it in step with them. OpenMetrics: counters
+# end in _total; a histogram is _bucket (label le), _sum and _count.
+ADMISSION_OUTCOMES = {"mutated", "dry_run", "holdout", "cold_start", "kept", "unchanged", "ignored", "error"}
+RUN_LABELS = {"decision": {"applied", "explored", "holdout", "dry-run", "unchanged", "none"},
+              "result": {"success", "failure", "oom"}}
+API_ROUTES = {"/v1/runs", "/v1/pipelines", "/v1/recommendations", "/v1/train", "/v1/savings", "/", "/pipelines",
+              "/models", "/login", "/logout", "/healthz", "/readyz", "/metrics", "other"}
+
+
+def _histogram(name: str) -> dict:
+    return {f"{name}_bucket": {"le": None}, f"{name}_sum": {}, f"{name}_count": {}}
+
+
+METRICS: dict[str, dict] = {
+    # webhook /metrics
+    "inframind_admissions_total": {"outcome": ADMISSION_OUTCOMES},
+    **_histogram("inframind_admission_duration_seconds"),
+    "inframind_decisions_explored_total": {},
+    "inframind_model_info": {"version": None},
+    "inframind_model_trained_timestamp_seconds": {},
+    "inframind_model_swaps_total": {},
+    "inframind_model_refusals_total": {},
+    "inframind_tls_certificate_reloads_total": {},
+    "inframind_bad_requests_total": {},
+    "inframind_decision_cache": {"what": None},
+    # API /metrics
+    "inframind_api_requests_total": {"route": API_ROUTES, "status": None},
+    **_histogram("inframind_api_request_duration_seconds"),
+    "inframind_runs_ingested_total": RUN_LABELS,
+    # controller /metrics
+    "inframind_controller_reconciliations_total": {},
+    "inframind_controller_reconcile_failures_total": {"error": None},
+    "inframind_controller_trainings_total": {"outcome": None},
+    "inframind_controller_promotions_total": {},
+    "inframind_controller_triggers_total": {"kind": None},
+    "inframind_controller_leader": {},
+    **_histogram("inframind_controller_training_duration_seconds"),
+    **_histogram("inframind_controller_reconcile_duration_seconds"),
+    "inframind_controller_model_score": {"trainingjob": None, "metric": {"mae_seconds", "r2", "rank_accuracy"}},
+    "inframind_controller_runs_recorded_total": RUN_LABELS,
+}
+# Labels Prometheus adds to every series of a target scraped through a ServiceMonitor.
+TARGET_LABELS = {"namespace", "job", "instance", "pod", "service", "endpoint", "container"}
+# What the PrometheusRule alerts on (the last two only with the API or the controller).
+ALERTS = {"InframindAdmissionErrors", "InframindAdmissionsFailingOpen", "InframindAdmissionLatencyHigh",
+          "InframindModelStale", "InframindNoTelemetry", "InframindOomAboveHoldout"}
+RUN_ALERTS = {"InframindNoTelemetry", "InframindOomAboveHoldout"}
+# What the dashboard shows: admissions by outcome, fail-open, latency, the model's version and
+# age, runs by decision (API and controller), the API's requests and latency, trainings, promotions.
+DASHBOARD_METRICS = {"inframind_admissions_total", "inframind_admission_duration_seconds_bucket", "inframind_model_info",
+                     "inframind_model_trained_timestamp_seconds", "inframind_runs_ingested_total",
+                     "inframind_controller_runs_recorded_total", "inframind_api_requests_total",
+                     "inframind_api_request_duration_seconds_bucket", "inframind_controller_trainings_total",
+                     "inframind_controller_promotions_total"}
 
 VALUE_SETS: dict[str, dict] = {
     "defaults": {},
@@ -146,6 +204,7 @@ VALUE_SETS: dict[str, dict] = {
         "image": {"digest": "sha256:" + "a" * 64},
         "imagePullSecrets": [{"name": "regcred"}],
         "rbac": {"create": True},
+        "metrics": {"prometheusRule": {"enabled": True}},
     },
     # GKE private clusters: the control plane reaches nodes on 443 only; no matchConditions.
     "webhook-port-443": {"webhook": {"port": 443, "matchConditions": False},
@@ -160,7 +219,10 @@ VALUE_SETS: dict[str, dict] = {
     },
     # Verifying only: the trainer (and its signing key) lives in another release.
     "webhook-verifies-only": {"controller": {"enabled": False},
-                              "modelSigning": {"publicKeySecret": "im-public"}},
+                              "modelSigning": {"publicKeySecret": "im-public"},
+                              "metrics": {"prometheusRule": {"enabled": True},
+                                          "grafanaDashboard": {"enabled": True, "sidecarLabel": "grafana.com/dashboard",
+                                                               "sidecarLabelValue": "inframind"}}},
     "controller-no-batch": {"controller": {"batchJobs": False, "replicas": 1, "podAntiAffinity": "none",
                                            "leaseName": "im-leader", "allowedJobImages": ["unused:1"]},
                             "api": {"replicas": 1, "podAntiAffinity": "none"},
@@ -183,6 +245,15 @@ VALUE_SETS: dict[str, dict] = {
     },
     # The API trains through TrainingJobs in its own namespace, admin token in the ingest Secret
     # under another key; networkPolicy.api.from empty (any source); webhook and controller defaults.
+    # Alerts and the Grafana dashboard, thresholds changed, the dashboard in Grafana's namespace.
+    "alerts-dashboard": {
+        "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
+                    "prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus-stack"},
+                                       "failOpenRatio": 0.05, "admissionP99Seconds": 0.025, "modelMaxAgeHours": 72,
+                                       "noTelemetryHours": 12, "oomRatioMargin": 0.1, "oomMinRuns": 50},
+                    "grafanaDashboard": {"enabled": True, "namespace": "monitoring", "labels": {"team": "ci"},
+                                         "annotations": {"grafana_folder": "CI"}}},
+    },
     # Plain HTTP for the API (TLS is the default): Service port 80, HTTP probes, no certificate.
     "api-plain-http": {"api": {"tls": {"enabled": False}},
                        "metrics": {"serviceMonitor": {"enabled": True}}},
@@ -228,6 +299,14 @@ SCHEMA_REJECTS = [
     ({"api": {"tls": {"secretName": "API_TLS"}}}, "/api/tls/secretName"),
     ({"certificates": {"certManager": {"caDuration": "10y"}}}, "/certificates/certManager/caDuration"),
     ({"metrics": {"serviceMonitor": {"apiTlsConfig": "ca.crt"}}}, "/metrics/serviceMonitor/apiTlsConfig"),
+    ({"metrics": {"prometheusRule": {"enabled": "yes"}}}, "/metrics/prometheusRule/enabled"),
+    ({"metrics": {"prometheusRule": {"failOpenRatio": 5}}}, "/metrics/prometheusRule/failOpenRatio"),
+    ({"metrics": {"prometheusRule": {"admissionP99Seconds": 0.5}}}, "/metrics/prometheusRule/admissionP99Seconds"),
+    ({"metrics": {"prometheusRule": {"noTelemetryHours": 1.5}}}, "/metrics/prometheusRule/noTelemetryHours"),
+    ({"metrics": {"prometheusRule": {"oomMinRuns": 0}}}, "/metrics/prometheusRule/oomMinRuns"),
+    ({"metrics": {"prometheusRule": {"severity": "page"}}}, "/metrics/prometheusRule"),
+    ({"metrics": {"grafanaDashboard": {"sidecarLabelValue": 1}}}, "/metrics/grafanaDashboard/sidecarLabelValue"),
+    ({"metrics": {"grafanaDashboard": {"namespace": "Monitoring"}}}, "/metrics/grafanaDashboard/namespace"),
     ({"api": {"podAntiAffinity": "always"}}, "/api/podAntiAffinity"),
     ({"api": {"listen": "0.0.0.0:9000"}}, "/api"),  # the port is the chart's, not a value
     ({"serviceAccount": {"api": {"create": "yes"}}}, "/serviceAccount/api/create"),
@@ -496,6 +575,108 @@ def verify_serving_secret(data: dict, names: list[str], runner: Runner):
 
 
 # ---------------------------------------------------------------------------------------------
+# A rough PromQL reader for the alert and dashboard expressions: balanced brackets, known
+# functions, and the selectors (metric name and label matchers) they read. Not a parser: enough
+# to catch a typo in a metric, label or value, or a bracket left open.
+
+PROMQL_FUNCTIONS = {
+    "abs", "absent", "absent_over_time", "avg", "avg_over_time", "bottomk", "ceil", "changes", "clamp",
+    "clamp_max", "clamp_min", "count", "count_over_time", "count_values", "delta", "deriv", "exp", "floor",
+    "group", "histogram_quantile", "idelta", "increase", "irate", "label_join", "label_replace",
+    "last_over_time", "ln", "log10", "log2", "max", "max_over_time", "min", "min_over_time",
+    "predict_linear", "present_over_time", "quantile", "quantile_over_time", "rate", "resets", "round",
+    "scalar", "sgn", "sort", "sort_desc", "sqrt", "stddev", "stdvar", "sum", "sum_over_time", "time",
+    "timestamp", "topk", "vector",
+}
+PROMQL_LABEL_LISTS = {"by", "without", "on", "ignoring", "group_left", "group_right"}
+PROMQL_WORDS = {"and", "or", "unless", "bool", "offset", "inf", "nan"}
+_PROMQL_TOKEN = re.compile(r"""\s+|(?P<str>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')|(?P<var>\$\{?\w+\}?)"""
+                           r"""|(?P<num>\d+(?:\.\d+)?(?:e[+-]?\d+)?(?:ms|s|m|h|d|w|y)?)|(?P<id>[A-Za-z_:][\w:]*)"""
+                           r"""|(?P<op>=~|!~|!=|==|>=|<=|[-+*/%^<>=,(){}\[\]])""")
+
+
+def promql_tokens(expr: str) -> list[tuple[str, str]]:
+    out, i = [], 0
+    while i < len(expr):
+        m = _PROMQL_TOKEN.match(expr, i)
+        assert m, f"unexpected {expr[i:i + 20]!r} in {expr!r}"
+        if m.lastgroup:
+            out.append((m.lastgroup, m.group()))
+        i = m.end()
+    return out
+
+
+def promql_selectors(expr: str) -> list[tuple[str, dict]]:
+    """[(metric name, {label: (operator, value)})] of every selector in `expr`; asserts balanced
+    brackets and known functions."""
+    toks = promql_tokens(expr)
+    stack = []
+    for _, t in toks:
+        if t in "([{":
+            stack.append(t)
+        elif t in ")]}":
+            assert stack and stack.pop() == {")": "(", "]": "[", "}": "{"}[t], f"unbalanced {t!r} in {expr!r}"
+    assert not stack, f"unclosed {stack} in {expr!r}"
+    sels, i = [], 0
+    while i < len(toks):
+        kind, t = toks[i]
+        nxt = toks[i + 1][1] if i + 1 < len(toks) else ""
+        if kind != "id":
+            i += 1
+            continue
+        if t.lower() in PROMQL_LABEL_LISTS:
+            i += 1
+            if nxt == "(":  # a label list, not a selector
+                while toks[i][1] != ")":
+                    i += 1
+                i += 1
+            continue
+        if t.lower() in PROMQL_WORDS:
+            i += 1
+            continue
+        if nxt == "(" or (t in PROMQL_FUNCTIONS and nxt.lower() in ("by", "without")):  # sum by (le) (…)
+            assert t in PROMQL_FUNCTIONS, f"unknown PromQL function {t}() in {expr!r}"
+            i += 1
+            continue
+        matchers, i = {}, i + 1
+        if nxt == "{":
+            i += 1
+            while toks[i][1] != "}":
+                (lk, label), (_, op), (vk, val) = toks[i:i + 3]
+                assert lk == "id" and op in ("=", "!=", "=~", "!~") and vk == "str", f"bad matcher in {t}{{…}} of {expr!r}"
+                matchers[label] = (op, val[1:-1])
+                i += 3
+                if toks[i][1] == ",":
+                    i += 1
+            i += 1
+        sels.append((t, matchers))
+    return sels
+
+
+def promql_numbers(expr: str) -> set[float]:
+    return {float(t) for k, t in promql_tokens(expr) if k == "num" and re.fullmatch(r"[0-9.e+-]+", t)}
+
+
+def check_selectors(expr: str, where: str, namespace: str | None = None) -> set[str]:
+    """Every selector reads a metric the binaries expose, with their labels and label values (and
+    the release's namespace when `namespace` is given); returns the metric names read."""
+    names = set()
+    for metric, matchers in promql_selectors(expr):
+        assert metric in METRICS, f"{where}: {metric} is not a metric the binaries expose"
+        names.add(metric)
+        labels = METRICS[metric]
+        for label, (op, val) in matchers.items():
+            assert label in labels or label in TARGET_LABELS, f"{where}: {metric} has no label {label}"
+            allowed = labels.get(label)
+            if op == "=" and allowed is not None and "$" not in val:
+                assert val in allowed, f"{where}: {metric}{{{label}={val!r}}} never exists ({sorted(allowed)})"
+        if namespace is not None:
+            assert matchers.get("namespace") == ("=", namespace), \
+                f"{where}: {metric} is not scoped to the release namespace ({matchers.get('namespace')})"
+    return names
+
+
+# ---------------------------------------------------------------------------------------------
 # The product's invariants on one rendered values set
 
 def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: Runner):
@@ -531,6 +712,10 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
             md = o["metadata"]
             if o["kind"] in cluster_scoped:
                 assert "namespace" not in md, f"{o['kind']}/{md['name']} is cluster-scoped but has a namespace"
+            elif o["kind"] == "ConfigMap" and md["name"] == f"{fullname}-dashboard":
+                # where Grafana's sidecar looks
+                want = v["metrics"]["grafanaDashboard"]["namespace"] or NAMESPACE
+                assert md.get("namespace") == want, f"ConfigMap/{md['name']} in {md.get('namespace')}, not {want}"
             elif (o["kind"] in ("Role", "RoleBinding") and md["labels"].get("app.kubernetes.io/component") == "api"
                   and training_ns):
                 # the API's one Role lives where it creates TrainingJobs
@@ -1119,6 +1304,107 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
                 else:
                     assert ep["scheme"] == "http"
     c("ServiceMonitors", monitoring)
+
+    def alerts():
+        pr_values = v["metrics"]["prometheusRule"]
+        rules = by_kind(objs, "PrometheusRule")
+        if not pr_values["enabled"]:
+            assert not rules, "PrometheusRule rendered while disabled"
+            return
+        pr = one(objs, "PrometheusRule")
+        assert pr["apiVersion"] == "monitoring.coreos.com/v1", pr["apiVersion"]
+        for k, val in pr_values["labels"].items():
+            assert pr["metadata"]["labels"].get(k) == val, f"PrometheusRule lacks label {k}"
+        groups = pr["spec"]["groups"]
+        assert isinstance(groups, list) and groups, "no rule groups"
+        assert len({g["name"] for g in groups}) == len(groups), "two rule groups share a name"
+        found = {}
+        duration = re.compile(r"([0-9]+(ms|s|m|h|d|w|y))+")
+        for g in groups:
+            assert set(g) <= {"name", "interval", "rules", "limit", "partial_response_strategy"}, f"group {g['name']}: {sorted(g)}"
+            assert isinstance(g["rules"], list) and g["rules"], f"group {g['name']} has no rules"
+            for r in g["rules"]:
+                assert set(r) <= {"alert", "record", "expr", "for", "keep_firing_for", "labels", "annotations"}, f"rule keys {sorted(r)}"
+                name = r.get("alert") or r.get("record")
+                assert name and isinstance(r["expr"], str) and r["expr"].strip(), f"rule {r}"
+                assert name not in found, f"two rules named {name}"
+                found[name] = r
+                if "for" in r:
+                    assert duration.fullmatch(r["for"]), f"{name}: for {r['for']!r}"
+                assert r["labels"]["severity"] in ("info", "warning", "critical"), f"{name}: severity {r['labels']}"
+                assert r["annotations"].get("summary") and r["annotations"].get("description"), f"{name}: annotations"
+                check_selectors(r["expr"], f"alert {name}", namespace=NAMESPACE)
+        want = ALERTS if (api_on or ctl_on) else ALERTS - RUN_ALERTS
+        assert set(found) == want, f"alerts {sorted(found)}, expected {sorted(want)}"
+        expr = {n: r["expr"] for n, r in found.items()}
+        # the thresholds are the values
+        for alert, key in (("InframindAdmissionsFailingOpen", "failOpenRatio"), ("InframindAdmissionLatencyHigh", "admissionP99Seconds"),
+                           ("InframindOomAboveHoldout", "oomRatioMargin"), ("InframindOomAboveHoldout", "oomMinRuns")):
+            if alert in expr:
+                assert float(pr_values[key]) in promql_numbers(expr[alert]), f"{alert} does not use {key} {pr_values[key]}"
+        fail_open = promql_selectors(expr["InframindAdmissionsFailingOpen"])
+        assert ("inframind_admissions_total", {"namespace": ("=", NAMESPACE), "outcome": ("=", "error")}) in fail_open, \
+            "the fail-open ratio does not count outcome error"
+        assert promql_numbers(expr["InframindModelStale"]) >= {float(pr_values["modelMaxAgeHours"]), 3600.0} \
+            and "inframind_model_trained_timestamp_seconds" in expr["InframindModelStale"], "InframindModelStale: not the model age in hours"
+        if "InframindNoTelemetry" in expr:
+            e = expr["InframindNoTelemetry"]
+            window = f"[{pr_values['noTelemetryHours']}h]"
+            for metric in ("inframind_runs_ingested_total", "inframind_controller_runs_recorded_total"):
+                assert re.search(rf"\(sum\(increase\({metric}\{{[^}}]*\}}{re.escape(window)}\)\)\s+or\s+vector\(0\)\)", e), \
+                    f"InframindNoTelemetry: {metric} over {window} without `or vector(0)` (a missing series would silence it)"
+        if "InframindOomAboveHoldout" in expr:
+            # the controller sees OOM kills; without it, what reporters sent
+            runs = "inframind_controller_runs_recorded_total" if ctl_on else "inframind_runs_ingested_total"
+            sels = promql_selectors(expr["InframindOomAboveHoldout"])
+            assert {m for m, _ in sels} == {runs}, f"InframindOomAboveHoldout reads {sorted({m for m, _ in sels})}, expected {runs}"
+            for decision in ("applied", "holdout"):
+                assert any(m.get("decision") == ("=", decision) and m.get("result") == ("=", "oom") for _, m in sels), \
+                    f"InframindOomAboveHoldout has no OOM ratio for decision {decision}"
+    c("PrometheusRule (structure, known metrics and labels, thresholds from values)", alerts)
+
+    def dashboard():
+        gd = v["metrics"]["grafanaDashboard"]
+        cms = [o for o in by_kind(objs, "ConfigMap") if o["metadata"]["name"] == f"{fullname}-dashboard"]
+        if not gd["enabled"]:
+            assert not cms, "dashboard ConfigMap rendered while disabled"
+            return
+        assert len(cms) == 1, f"{len(cms)} dashboard ConfigMaps"
+        cm = cms[0]
+        assert cm["metadata"]["labels"].get(gd["sidecarLabel"]) == gd["sidecarLabelValue"], \
+            f"the dashboard ConfigMap lacks the sidecar label {gd['sidecarLabel']}={gd['sidecarLabelValue']}"
+        for k, val in gd["labels"].items():
+            assert cm["metadata"]["labels"].get(k) == val, f"dashboard ConfigMap lacks label {k}"
+        assert (cm["metadata"].get("annotations") or {}) == gd["annotations"], cm["metadata"].get("annotations")
+        assert list(cm["data"]) == ["inframind.json"], sorted(cm["data"])
+        dash = json.loads(cm["data"]["inframind.json"])
+        assert dash == json.loads((CHART / "dashboards" / "inframind.json").read_text()), \
+            "the ConfigMap does not hold dashboards/inframind.json"
+        assert dash.get("uid") and dash.get("title") and isinstance(dash.get("panels"), list), "not a Grafana dashboard"
+        variables = {t["name"]: t for t in dash.get("templating", {}).get("list", [])}
+        assert variables.get("datasource", {}).get("type") == "datasource" and variables["datasource"].get("query") == "prometheus", \
+            "no Prometheus data source variable"
+        used = set()
+        for var in variables.values():
+            q = var.get("query")
+            q = q.get("query") if isinstance(q, dict) else q
+            m = re.fullmatch(r"label_values\((\w+),\s*(\w+)\)", q or "")
+            if var["type"] == "query":
+                assert m, f"variable {var['name']}: query {q!r}"
+                check_selectors(m.group(1), f"variable {var['name']}")
+        panels = [p for top in dash["panels"] for p in [top, *top.get("panels", [])]]
+        ids = [p["id"] for p in panels]
+        assert len(ids) == len(set(ids)), "two panels share an id"
+        for p in panels:
+            if p["type"] == "row":
+                continue
+            assert p.get("targets"), f"panel {p['title']!r} has no query"
+            assert p.get("datasource", {}).get("uid") == "${datasource}", f"panel {p['title']!r} does not use the data source variable"
+            for t in p["targets"]:
+                used |= check_selectors(t["expr"], f"panel {p['title']!r}")
+        missing = sorted(DASHBOARD_METRICS - used)
+        assert not missing, f"no dashboard panel shows {missing}"
+    c("Grafana dashboard ConfigMap (sidecar label, valid JSON, known metrics, every topic)", dashboard)
 
     def network_policies():
         nps = by_kind(objs, "NetworkPolicy")

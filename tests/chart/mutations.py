@@ -64,6 +64,7 @@ def both(*fns):
 
 
 T = "charts/inframind/templates/"
+DASHBOARD = "charts/inframind/dashboards/inframind.json"
 # (what is broken, how, a substring of the check that must fail; None: the check must pass)
 MUTATIONS = [
     ("unknown field in the webhook Deployment", edit(T + "webhook-deployment.yaml", "  revisionHistoryLimit: 5", "  revisionHistoryLimt: 5"), "kubernetes-validate --strict"),
@@ -143,6 +144,18 @@ MUTATIONS = [
     ("drain seconds hard-coded", edit(T + "_helpers.tpl", "value: {{ .Values.shutdown.drainSeconds | int | quote }}", 'value: "5"'), "graceful shutdown"),
     ("controller pod keeps the default 30 s grace period", edit(T + "controller-deployment.yaml", '      terminationGracePeriodSeconds: {{ include "inframind.terminationGracePeriodSeconds" . }}\n', ""), "graceful shutdown"),
     ("an exec preStop sleep (no shell in the image)", edit(T + "webhook-deployment.yaml", "          resources:\n            {{- toYaml .Values.webhook.resources", "          lifecycle:\n            preStop:\n              exec:\n                command: [sleep, \"5\"]\n          resources:\n            {{- toYaml .Values.webhook.resources"), "graceful shutdown"),
+    # alerts and the Grafana dashboard
+    ("PrometheusRule rendered while disabled", edit(T + "prometheusrule.yaml", "{{- if .Values.metrics.prometheusRule.enabled }}", "{{- if true }}"), "PrometheusRule"),
+    ("alert on a metric the binaries do not expose", edit(T + "prometheusrule.yaml", "inframind_bad_requests_total{", "inframind_bad_request_total{"), "PrometheusRule"),
+    ("alert not scoped to the release namespace", edit(T + "prometheusrule.yaml", 'inframind_admissions_total{ {{- $ns }},outcome="error"}[15m])) or', 'inframind_admissions_total{outcome="error"}[15m])) or'), "PrometheusRule"),
+    ("OOM ratio of a decision that never exists", edit(T + "prometheusrule.yaml", 'decision="holdout",result="oom"', 'decision="held-out",result="oom"'), "PrometheusRule"),
+    ("unbalanced parenthesis in an alert", edit(T + "prometheusrule.yaml", "histogram_quantile(0.99, sum by (le) (rate(", "histogram_quantile(0.99, sum by (le) ((rate("), "PrometheusRule"),
+    ("no-telemetry alert silenced by a missing counter", edit(T + "prometheusrule.yaml", "(sum(increase(inframind_runs_ingested_total{ {{- $ns }}}[{{ $r.noTelemetryHours }}h])) or vector(0))", "sum(increase(inframind_runs_ingested_total{ {{- $ns }}}[{{ $r.noTelemetryHours }}h]))"), "PrometheusRule"),
+    ("fail-open threshold hard-coded", edit(T + "prometheusrule.yaml", "> {{ $r.failOpenRatio }}", "> 0.01"), "PrometheusRule"),
+    ("dashboard ConfigMap without the configured sidecar label", edit(T + "grafana-dashboard.yaml", "{{ $g.sidecarLabel }}: {{ $g.sidecarLabelValue | quote }}", 'grafana_dashboard: "1"'), "Grafana dashboard"),
+    ("dashboard panel on an unknown metric", edit(DASHBOARD, "inframind_api_requests_total{", "inframind_api_request_total{"), "Grafana dashboard"),
+    ("dashboard without the model age", edit(DASHBOARD, "inframind_model_trained_timestamp_seconds{", "inframind_model_info{"), "Grafana dashboard"),
+    ("dashboard JSON invalid", edit(DASHBOARD, '"uid": "inframind",', '"uid": "inframind",,'), "Grafana dashboard"),
     ("API ServiceMonitor over HTTP while the API serves HTTPS", edit(T + "servicemonitor.yaml", "{{- if .Values.api.tls.enabled }}\n    - port: https", "{{- if false }}\n    - port: https"), "ServiceMonitors"),
 ]
 
