@@ -89,7 +89,7 @@ SHUTDOWN_MARGIN_SECONDS = 2
 OPTIMIZER_ENV = ["INFRAMIND_OBJECTIVE", "INFRAMIND_EXPLORATION_RATE", "INFRAMIND_MIN_CPU", "INFRAMIND_MAX_CPU",
                  "INFRAMIND_MIN_MEM_GB", "INFRAMIND_MAX_MEM_GB", "INFRAMIND_MIN_CONCURRENCY",
                  "INFRAMIND_MAX_CONCURRENCY", "INFRAMIND_CPU_PRICE_PER_HOUR", "INFRAMIND_MEM_PRICE_PER_GB_HOUR"]
-WEBHOOK_ONLY_ENV = ["INFRAMIND_DRY_RUN", "INFRAMIND_CONCURRENCY_ENV", "INFRAMIND_WATCH_NAMESPACE_LIMITS"]
+WEBHOOK_ONLY_ENV = ["INFRAMIND_DRY_RUN", "INFRAMIND_CONCURRENCY_ENV", "INFRAMIND_WATCH_NAMESPACE_LIMITS", "INFRAMIND_WATCH_NODES"]
 WEBHOOK_ENV = WEBHOOK_ONLY_ENV + OPTIMIZER_ENV
 CONTROLLER_ENV = ["INFRAMIND_LEASE_NAME", "POD_NAME", "POD_NAMESPACE"]
 # Training Jobs (controller.batchJobs): the training ServiceAccount (controller only) and the
@@ -181,6 +181,7 @@ VALUE_SETS: dict[str, dict] = {
                       "concurrencyEnv": ["MAKEFLAGS", "NINJA_JOBS"],
                       "prices": {"cpuPerHour": 0.0316, "memPerGbHour": 0.0042}},
         "log": {"level": "debug,hyper=info", "format": "text"},
+        "webhook": {"watchNodes": False, "watchNamespaceLimits": False},
         "database": {"existingSecret": "pg", "secretKey": "DATABASE_URL"},
         "redis": {"existingSecret": "cache", "secretKey": "REDIS_URL"},
     },
@@ -794,6 +795,7 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
             "INFRAMIND_DRY_RUN": "true" if o["dryRun"] else "false",
             "INFRAMIND_CONCURRENCY_ENV": ",".join(o["concurrencyEnv"]),
             "INFRAMIND_WATCH_NAMESPACE_LIMITS": "true" if v["webhook"]["watchNamespaceLimits"] else "false",
+            "INFRAMIND_WATCH_NODES": "true" if v["webhook"]["watchNodes"] else "false",
         }
         for var, val in want.items():
             assert env[var].get("value") == val, f"webhook: {var}={env[var].get('value')!r}, expected {val!r}"
@@ -901,8 +903,9 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
             assert flag("--tls-cert") == "/tls/tls.crt" and flag("--tls-key") == "/tls/tls.key", f"webhook args {args}"
             assert mounts["tls"]["mountPath"] == "/tls" and mounts["tls"].get("readOnly") is True
             assert vols["tls"]["secret"]["secretName"] == tls_secret
-            assert spec.get("automountServiceAccountToken") is v["webhook"]["watchNamespaceLimits"], \
-                "the webhook needs the API token only to watch LimitRanges and ResourceQuotas in this mode"
+            want_token = v["webhook"]["watchNodes"] or v["webhook"]["watchNamespaceLimits"]
+            assert spec.get("automountServiceAccountToken") is want_token, \
+                "the webhook needs the API token only to watch Nodes, LimitRanges and ResourceQuotas in this mode"
         assert resolve_port(ct, "https") == port
         for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
             get = ct[probe]["httpGet"]
