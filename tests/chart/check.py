@@ -4,16 +4,19 @@
 For each values set below, with Helm 4's own library (helm-python-sdk):
   - `helm lint --strict` for each Kubernetes version (warnings fail too);
   - render, then validate every manifest with kubernetes-validate --strict against the schemas of
-    each Kubernetes version in KUBE_VERSIONS. ServiceMonitor (prometheus-operator) and Issuer /
-    Certificate (cert-manager) are CRDs unknown to kubernetes-validate: they are skipped by name
-    and reported; any other kind it does not know fails;
+    each Kubernetes version in KUBE_VERSIONS. ServiceMonitor and PrometheusRule
+    (prometheus-operator) and Issuer / Certificate (cert-manager) are CRDs unknown to
+    kubernetes-validate: they are skipped by name and reported; any other kind it does not know
+    fails;
   - the product's invariants on the rendered objects: the webhook configuration (CREATE pods only,
     failurePolicy Ignore, timeout, sideEffects, v1, reinvocation, which pods reach which webhook),
     the three certificate modes, least-privilege RBAC (exact rules per ServiceAccount: webhook,
     controller, API), the restricted Pod Security Standard, probes, ports, the binary's environment
-    contract, the API's token files from the named Secrets, Services that select one component's
-    pods only, PDBs, anti-affinity, ServiceMonitor, NetworkPolicy coverage of every component, and
-    NOTES.txt's reporter instructions.
+    contract, the API's token files from the named Secrets, the API's certificate (HTTPS by
+    default; SANs, chain, the published CA), the shutdown drain and grace periods, Services that
+    select one component's pods only, PDBs, anti-affinity, ServiceMonitors, the PrometheusRule and
+    the Grafana dashboard (their PromQL reads only metrics the binaries expose: METRICS),
+    NetworkPolicy coverage of every component, and NOTES.txt's reporter instructions.
 Then: values.schema.json rejects wrong types and ranges; README documents every value; the chart's
 crds/ equals the top-level crds/ and every CRD validates; deploy/inframind.yaml equals a fresh
 render; deploy/Dockerfile has the agreed shape.
