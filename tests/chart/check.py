@@ -4,16 +4,19 @@
 For each values set below, with Helm 4's own library (helm-python-sdk):
   - `helm lint --strict` for each Kubernetes version (warnings fail too);
   - render, then validate every manifest with kubernetes-validate --strict against the schemas of
-    each Kubernetes version in KUBE_VERSIONS. ServiceMonitor (prometheus-operator) and Issuer /
-    Certificate (cert-manager) are CRDs unknown to kubernetes-validate: they are skipped by name
-    and reported; any other kind it does not know fails;
+    each Kubernetes version in KUBE_VERSIONS. ServiceMonitor and PrometheusRule
+    (prometheus-operator) and Issuer / Certificate (cert-manager) are CRDs unknown to
+    kubernetes-validate: they are skipped by name and reported; any other kind it does not know
+    fails;
   - the product's invariants on the rendered objects: the webhook configuration (CREATE pods only,
     failurePolicy Ignore, timeout, sideEffects, v1, reinvocation, which pods reach which webhook),
     the three certificate modes, least-privilege RBAC (exact rules per ServiceAccount: webhook,
     controller, API), the restricted Pod Security Standard, probes, ports, the binary's environment
-    contract, the API's token files from the named Secrets, Services that select one component's
-    pods only, PDBs, anti-affinity, ServiceMonitor, NetworkPolicy coverage of every component, and
-    NOTES.txt's reporter instructions.
+    contract, the API's token files from the named Secrets, the API's certificate (HTTPS by
+    default; SANs, chain, the published CA), the shutdown drain and grace periods, Services that
+    select one component's pods only, PDBs, anti-affinity, ServiceMonitors, the PrometheusRule and
+    the Grafana dashboard (their PromQL reads only metrics the binaries expose: METRICS),
+    NetworkPolicy coverage of every component, and NOTES.txt's reporter instructions.
 Then: values.schema.json rejects wrong types and ranges; README documents every value; the chart's
 crds/ equals the top-level crds/ and every CRD validates; deploy/inframind.yaml equals a fresh
 render; deploy/Dockerfile has the agreed shape.
@@ -72,18 +75,24 @@ OPT_OUT_CASES = [
 # schema for. They are skipped explicitly (and reported); any other unknown kind is a failure.
 SKIPPED_KINDS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
     ("cert-manager.io/v1", "Issuer"),
     ("cert-manager.io/v1", "Certificate"),
 }
 
 # The binary's environment contract.
+# The shutdown drain (config::DrainSettings): every server reads it.
+SHUTDOWN_ENV = {"INFRAMIND_DRAIN_SECONDS": "drainSeconds", "INFRAMIND_SHUTDOWN_GRACE_SECONDS": "graceSeconds"}
 COMMON_ENV = ["INFRAMIND_DATABASE_URL", "INFRAMIND_REDIS_URL", "INFRAMIND_MODELS_DIR", "INFRAMIND_LOG",
-              "INFRAMIND_LOG_FORMAT"]
+              "INFRAMIND_LOG_FORMAT", *SHUTDOWN_ENV]
+# After the grace period the server waits one more second before it cuts open connections, then
+# exits: terminationGracePeriodSeconds must leave it that long and a second to exit.
+SHUTDOWN_MARGIN_SECONDS = 2
 # The optimizer's settings (config::OptimizerSettings): the webhook's and the API's (POST /v1/recommendations).
 OPTIMIZER_ENV = ["INFRAMIND_OBJECTIVE", "INFRAMIND_EXPLORATION_RATE", "INFRAMIND_MIN_CPU", "INFRAMIND_MAX_CPU",
                  "INFRAMIND_MIN_MEM_GB", "INFRAMIND_MAX_MEM_GB", "INFRAMIND_MIN_CONCURRENCY",
                  "INFRAMIND_MAX_CONCURRENCY", "INFRAMIND_CPU_PRICE_PER_HOUR", "INFRAMIND_MEM_PRICE_PER_GB_HOUR"]
-WEBHOOK_ONLY_ENV = ["INFRAMIND_DRY_RUN", "INFRAMIND_CONCURRENCY_ENV", "INFRAMIND_WATCH_NAMESPACE_LIMITS"]
+WEBHOOK_ONLY_ENV = ["INFRAMIND_DRY_RUN", "INFRAMIND_CONCURRENCY_ENV", "INFRAMIND_WATCH_NAMESPACE_LIMITS", "INFRAMIND_WATCH_NODES"]
 WEBHOOK_ENV = WEBHOOK_ONLY_ENV + OPTIMIZER_ENV
 CONTROLLER_ENV = ["INFRAMIND_LEASE_NAME", "POD_NAME", "POD_NAMESPACE"]
 # Training Jobs (controller.batchJobs): the training ServiceAccount (controller only) and the
@@ -100,6 +109,63 @@ MODELS_DIR = "/var/lib/inframind/models"
 # Volume types the restricted Pod Security Standard allows.
 RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
                       "projected", "secret"}
+
+# The metrics the binaries expose, by name, with their labels (None: any value). This mirrors
+# src/webhook/metrics.rs, src/api_metrics.rs, src/controller/metrics.rs and the run counters of the
+# API and the controller's pod-outcome watcher: keep it in step with them. OpenMetrics: counters
+# end in _total; a histogram is _bucket (label le), _sum and _count.
+ADMISSION_OUTCOMES = {"mutated", "dry_run", "holdout", "cold_start", "kept", "unchanged", "ignored", "error"}
+RUN_LABELS = {"decision": {"applied", "explored", "holdout", "dry-run", "unchanged", "none"},
+              "result": {"success", "failure", "oom"}}
+API_ROUTES = {"/v1/runs", "/v1/pipelines", "/v1/recommendations", "/v1/train", "/v1/savings", "/", "/pipelines",
+              "/models", "/login", "/logout", "/healthz", "/readyz", "/metrics", "other"}
+
+
+def _histogram(name: str) -> dict:
+    return {f"{name}_bucket": {"le": None}, f"{name}_sum": {}, f"{name}_count": {}}
+
+
+METRICS: dict[str, dict] = {
+    # webhook /metrics
+    "inframind_admissions_total": {"outcome": ADMISSION_OUTCOMES},
+    **_histogram("inframind_admission_duration_seconds"),
+    "inframind_decisions_explored_total": {},
+    "inframind_model_info": {"version": None},
+    "inframind_model_trained_timestamp_seconds": {},
+    "inframind_model_swaps_total": {},
+    "inframind_model_refusals_total": {},
+    "inframind_tls_certificate_reloads_total": {},
+    "inframind_bad_requests_total": {},
+    "inframind_decision_cache": {"what": None},
+    # API /metrics
+    "inframind_api_requests_total": {"route": API_ROUTES, "status": None},
+    **_histogram("inframind_api_request_duration_seconds"),
+    "inframind_runs_ingested_total": RUN_LABELS,
+    # controller /metrics
+    "inframind_controller_reconciliations_total": {},
+    "inframind_controller_reconcile_failures_total": {"error": None},
+    "inframind_controller_trainings_total": {"outcome": None},
+    "inframind_controller_promotions_total": {},
+    "inframind_controller_triggers_total": {"kind": None},
+    "inframind_controller_leader": {},
+    **_histogram("inframind_controller_training_duration_seconds"),
+    **_histogram("inframind_controller_reconcile_duration_seconds"),
+    "inframind_controller_model_score": {"trainingjob": None, "metric": {"mae_seconds", "r2", "rank_accuracy"}},
+    "inframind_controller_runs_recorded_total": RUN_LABELS,
+}
+# Labels Prometheus adds to every series of a target scraped through a ServiceMonitor.
+TARGET_LABELS = {"namespace", "job", "instance", "pod", "service", "endpoint", "container"}
+# What the PrometheusRule alerts on (the last two only with the API or the controller).
+ALERTS = {"InframindAdmissionErrors", "InframindAdmissionsFailingOpen", "InframindAdmissionLatencyHigh",
+          "InframindModelStale", "InframindNoTelemetry", "InframindOomAboveHoldout"}
+RUN_ALERTS = {"InframindNoTelemetry", "InframindOomAboveHoldout"}
+# What the dashboard shows: admissions by outcome, fail-open, latency, the model's version and
+# age, runs by decision (API and controller), the API's requests and latency, trainings, promotions.
+DASHBOARD_METRICS = {"inframind_admissions_total", "inframind_admission_duration_seconds_bucket", "inframind_model_info",
+                     "inframind_model_trained_timestamp_seconds", "inframind_runs_ingested_total",
+                     "inframind_controller_runs_recorded_total", "inframind_api_requests_total",
+                     "inframind_api_request_duration_seconds_bucket", "inframind_controller_trainings_total",
+                     "inframind_controller_promotions_total"}
 
 VALUE_SETS: dict[str, dict] = {
     "defaults": {},
@@ -118,6 +184,7 @@ VALUE_SETS: dict[str, dict] = {
                       "concurrencyEnv": ["MAKEFLAGS", "NINJA_JOBS"],
                       "prices": {"cpuPerHour": 0.0316, "memPerGbHour": 0.0042}},
         "log": {"level": "debug,hyper=info", "format": "text"},
+        "webhook": {"watchNodes": False, "watchNamespaceLimits": False},
         "database": {"existingSecret": "pg", "secretKey": "DATABASE_URL"},
         "redis": {"existingSecret": "cache", "secretKey": "REDIS_URL"},
     },
@@ -141,10 +208,12 @@ VALUE_SETS: dict[str, dict] = {
         "image": {"digest": "sha256:" + "a" * 64},
         "imagePullSecrets": [{"name": "regcred"}],
         "rbac": {"create": True},
+        "metrics": {"prometheusRule": {"enabled": True}},
     },
     # GKE private clusters: the control plane reaches nodes on 443 only; no matchConditions.
     "webhook-port-443": {"webhook": {"port": 443, "matchConditions": False},
-                         "networkPolicy": {"enabled": True}},
+                         "networkPolicy": {"enabled": True},
+                         "shutdown": {"drainSeconds": 0, "graceSeconds": 0}},
     # Control planes that cannot reach pod IPs: the webhook on the node's network.
     "webhook-host-network": {"webhook": {"hostNetwork": True, "port": 9443, "podAntiAffinity": "hard"}},
     # Signed models (private key in the controller only) and a private CA for the stores.
@@ -154,10 +223,14 @@ VALUE_SETS: dict[str, dict] = {
     },
     # Verifying only: the trainer (and its signing key) lives in another release.
     "webhook-verifies-only": {"controller": {"enabled": False},
-                              "modelSigning": {"publicKeySecret": "im-public"}},
+                              "modelSigning": {"publicKeySecret": "im-public"},
+                              "metrics": {"prometheusRule": {"enabled": True},
+                                          "grafanaDashboard": {"enabled": True, "sidecarLabel": "grafana.com/dashboard",
+                                                               "sidecarLabelValue": "inframind"}}},
     "controller-no-batch": {"controller": {"batchJobs": False, "replicas": 1, "podAntiAffinity": "none",
                                            "leaseName": "im-leader", "allowedJobImages": ["unused:1"]},
                             "api": {"replicas": 1, "podAntiAffinity": "none"},
+                            "shutdown": {"drainSeconds": 15, "graceSeconds": 45},
                             "fullnameOverride": "im"},
     # The API creating TrainingJobs (its one Role), with an admin token, TLS and its own peers.
     "api-training-tls": {
@@ -165,7 +238,7 @@ VALUE_SETS: dict[str, dict] = {
                 "maxBodyBytes": 1048576,
                 "ingestToken": {"secretName": "ci-ingest", "key": "ingest-token"},
                 "adminToken": {"secretName": "ci-admin", "key": "admin.token"},
-                "tls": {"enabled": True, "secretName": "inframind-api-tls"},
+                "tls": {"enabled": True, "secretName": "ci-api-tls"},
                 "podDisruptionBudget": {"minAvailable": 2},
                 "extraEnv": [{"name": "RUST_BACKTRACE", "value": "1"}]},
         "serviceAccount": {"api": {"name": "ingest"}, "training": {"name": "im-train"}},
@@ -176,6 +249,18 @@ VALUE_SETS: dict[str, dict] = {
     },
     # The API trains through TrainingJobs in its own namespace, admin token in the ingest Secret
     # under another key; networkPolicy.api.from empty (any source); webhook and controller defaults.
+    # Alerts and the Grafana dashboard, thresholds changed, the dashboard in Grafana's namespace.
+    "alerts-dashboard": {
+        "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
+                    "prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus-stack"},
+                                       "failOpenRatio": 0.05, "admissionP99Seconds": 0.025, "modelMaxAgeHours": 72,
+                                       "noTelemetryHours": 12, "oomRatioMargin": 0.1, "oomMinRuns": 50},
+                    "grafanaDashboard": {"enabled": True, "namespace": "monitoring", "labels": {"team": "ci"},
+                                         "annotations": {"grafana_folder": "CI"}}},
+    },
+    # Plain HTTP for the API (TLS is the default): Service port 80, HTTP probes, no certificate.
+    "api-plain-http": {"api": {"tls": {"enabled": False}},
+                       "metrics": {"serviceMonitor": {"enabled": True}}},
     "api-training-same-namespace": {
         "api": {"trainingNamespace": NAMESPACE,
                 "adminToken": {"secretName": "inframind-api-ingest", "key": "admin"}},
@@ -203,6 +288,10 @@ SCHEMA_REJECTS = [
     ({"log": {"format": "xml"}}, "/log/format"),
     ({"metrics": {"serviceMonitor": {"enabled": 1}}}, "/metrics/serviceMonitor/enabled"),
     ({"bogus": True}, "bogus"),
+    ({"shutdown": {"drainSeconds": -1}}, "/shutdown/drainSeconds"),
+    ({"shutdown": {"graceSeconds": "10"}}, "/shutdown/graceSeconds"),
+    ({"shutdown": {"graceSeconds": 3600}}, "/shutdown/graceSeconds"),
+    ({"shutdown": {"preStopSleepSeconds": 5}}, "/shutdown"),  # no preStop: see values.yaml
     ({"api": {"replicas": "two"}}, "/api/replicas"),
     ({"api": {"enabled": "yes"}}, "/api/enabled"),
     ({"api": {"maxBodyBytes": "4MB"}}, "/api/maxBodyBytes"),
@@ -211,6 +300,17 @@ SCHEMA_REJECTS = [
     ({"api": {"ingestToken": {"secretName": ""}}}, "/api/ingestToken/secretName"),
     ({"api": {"adminToken": {"secretName": 7}}}, "/api/adminToken/secretName"),
     ({"api": {"tls": {"enabled": "true"}}}, "/api/tls/enabled"),
+    ({"api": {"tls": {"secretName": "API_TLS"}}}, "/api/tls/secretName"),
+    ({"certificates": {"certManager": {"caDuration": "10y"}}}, "/certificates/certManager/caDuration"),
+    ({"metrics": {"serviceMonitor": {"apiTlsConfig": "ca.crt"}}}, "/metrics/serviceMonitor/apiTlsConfig"),
+    ({"metrics": {"prometheusRule": {"enabled": "yes"}}}, "/metrics/prometheusRule/enabled"),
+    ({"metrics": {"prometheusRule": {"failOpenRatio": 5}}}, "/metrics/prometheusRule/failOpenRatio"),
+    ({"metrics": {"prometheusRule": {"admissionP99Seconds": 0.5}}}, "/metrics/prometheusRule/admissionP99Seconds"),
+    ({"metrics": {"prometheusRule": {"noTelemetryHours": 1.5}}}, "/metrics/prometheusRule/noTelemetryHours"),
+    ({"metrics": {"prometheusRule": {"oomMinRuns": 0}}}, "/metrics/prometheusRule/oomMinRuns"),
+    ({"metrics": {"prometheusRule": {"severity": "page"}}}, "/metrics/prometheusRule"),
+    ({"metrics": {"grafanaDashboard": {"sidecarLabelValue": 1}}}, "/metrics/grafanaDashboard/sidecarLabelValue"),
+    ({"metrics": {"grafanaDashboard": {"namespace": "Monitoring"}}}, "/metrics/grafanaDashboard/namespace"),
     ({"api": {"podAntiAffinity": "always"}}, "/api/podAntiAffinity"),
     ({"api": {"listen": "0.0.0.0:9000"}}, "/api"),  # the port is the chart's, not a value
     ({"serviceAccount": {"api": {"create": "yes"}}}, "/serviceAccount/api/create"),
@@ -229,7 +329,6 @@ TEMPLATE_REJECTS = [
     ({"optimizer": {"bounds": {"minCpu": 20}}}, "minCpu"),
     ({"optimizer": {"bounds": {"minMemGb": 128}}}, "minMemGb"),
     ({"optimizer": {"bounds": {"minConcurrency": 8, "maxConcurrency": 4}}}, "minConcurrency"),
-    ({"api": {"tls": {"enabled": True}}}, "api.tls.secretName"),
     ({"api": {"adminToken": {"secretName": "inframind-api-ingest"}}}, "admin token must differ"),
     ({"webhook": {"hostNetwork": True}, "createNamespace": True}, "restricted Pod Security Standard"),
     ({"webhook": {"hostNetwork": True, "port": 10250}}, "kubelet"),
@@ -460,6 +559,127 @@ def openssl(*args, stdin: bytes | None = None) -> str:
     return res.stdout.decode()
 
 
+def verify_serving_secret(data: dict, names: list[str], runner: Runner):
+    """A kubernetes.io/tls Secret's data: tls.crt is a server certificate that ca.crt signed, whose
+    subjectAltName covers `names`, and tls.key is its key."""
+    if not shutil.which("openssl"):
+        runner.note("openssl not found: the Helm-generated certificate chains were not verified")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "ca.crt").write_bytes(base64.b64decode(data["ca.crt"]))
+        (Path(tmp) / "tls.crt").write_bytes(base64.b64decode(data["tls.crt"]))
+        out = openssl("verify", "-purpose", "sslserver", "-CAfile", f"{tmp}/ca.crt", f"{tmp}/tls.crt")
+        assert out.strip().endswith("OK"), out
+        san = openssl("x509", "-noout", "-ext", "subjectAltName", "-in", f"{tmp}/tls.crt")
+        missing = [n for n in names if not re.search(rf"DNS:{re.escape(n)}(,|$)", san.strip(), re.M)]
+        assert not missing, f"serving certificate names {san.strip()}, not {missing}"
+        pub_cert = openssl("x509", "-noout", "-pubkey", "-in", f"{tmp}/tls.crt")
+        pub_key = openssl("pkey", "-pubout", stdin=base64.b64decode(data["tls.key"]))
+        assert pub_cert == pub_key, "tls.key does not belong to tls.crt"
+
+
+# ---------------------------------------------------------------------------------------------
+# A rough PromQL reader for the alert and dashboard expressions: balanced brackets, known
+# functions, and the selectors (metric name and label matchers) they read. Not a parser: enough
+# to catch a typo in a metric, label or value, or a bracket left open.
+
+PROMQL_FUNCTIONS = {
+    "abs", "absent", "absent_over_time", "avg", "avg_over_time", "bottomk", "ceil", "changes", "clamp",
+    "clamp_max", "clamp_min", "count", "count_over_time", "count_values", "delta", "deriv", "exp", "floor",
+    "group", "histogram_quantile", "idelta", "increase", "irate", "label_join", "label_replace",
+    "last_over_time", "ln", "log10", "log2", "max", "max_over_time", "min", "min_over_time",
+    "predict_linear", "present_over_time", "quantile", "quantile_over_time", "rate", "resets", "round",
+    "scalar", "sgn", "sort", "sort_desc", "sqrt", "stddev", "stdvar", "sum", "sum_over_time", "time",
+    "timestamp", "topk", "vector",
+}
+PROMQL_LABEL_LISTS = {"by", "without", "on", "ignoring", "group_left", "group_right"}
+PROMQL_WORDS = {"and", "or", "unless", "bool", "offset", "inf", "nan"}
+_PROMQL_TOKEN = re.compile(r"""\s+|(?P<str>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')|(?P<var>\$\{?\w+\}?)"""
+                           r"""|(?P<num>\d+(?:\.\d+)?(?:e[+-]?\d+)?(?:ms|s|m|h|d|w|y)?)|(?P<id>[A-Za-z_:][\w:]*)"""
+                           r"""|(?P<op>=~|!~|!=|==|>=|<=|[-+*/%^<>=,(){}\[\]])""")
+
+
+def promql_tokens(expr: str) -> list[tuple[str, str]]:
+    out, i = [], 0
+    while i < len(expr):
+        m = _PROMQL_TOKEN.match(expr, i)
+        assert m, f"unexpected {expr[i:i + 20]!r} in {expr!r}"
+        if m.lastgroup:
+            out.append((m.lastgroup, m.group()))
+        i = m.end()
+    return out
+
+
+def promql_selectors(expr: str) -> list[tuple[str, dict]]:
+    """[(metric name, {label: (operator, value)})] of every selector in `expr`; asserts balanced
+    brackets and known functions."""
+    toks = promql_tokens(expr)
+    stack = []
+    for _, t in toks:
+        if t in "([{":
+            stack.append(t)
+        elif t in ")]}":
+            assert stack and stack.pop() == {")": "(", "]": "[", "}": "{"}[t], f"unbalanced {t!r} in {expr!r}"
+    assert not stack, f"unclosed {stack} in {expr!r}"
+    sels, i = [], 0
+    while i < len(toks):
+        kind, t = toks[i]
+        nxt = toks[i + 1][1] if i + 1 < len(toks) else ""
+        if kind != "id":
+            i += 1
+            continue
+        if t.lower() in PROMQL_LABEL_LISTS:
+            i += 1
+            if nxt == "(":  # a label list, not a selector
+                while toks[i][1] != ")":
+                    i += 1
+                i += 1
+            continue
+        if t.lower() in PROMQL_WORDS:
+            i += 1
+            continue
+        if nxt == "(" or (t in PROMQL_FUNCTIONS and nxt.lower() in ("by", "without")):  # sum by (le) (…)
+            assert t in PROMQL_FUNCTIONS, f"unknown PromQL function {t}() in {expr!r}"
+            i += 1
+            continue
+        matchers, i = {}, i + 1
+        if nxt == "{":
+            i += 1
+            while toks[i][1] != "}":
+                (lk, label), (_, op), (vk, val) = toks[i:i + 3]
+                assert lk == "id" and op in ("=", "!=", "=~", "!~") and vk == "str", f"bad matcher in {t}{{…}} of {expr!r}"
+                matchers[label] = (op, val[1:-1])
+                i += 3
+                if toks[i][1] == ",":
+                    i += 1
+            i += 1
+        sels.append((t, matchers))
+    return sels
+
+
+def promql_numbers(expr: str) -> set[float]:
+    return {float(t) for k, t in promql_tokens(expr) if k == "num" and re.fullmatch(r"[0-9.e+-]+", t)}
+
+
+def check_selectors(expr: str, where: str, namespace: str | None = None) -> set[str]:
+    """Every selector reads a metric the binaries expose, with their labels and label values (and
+    the release's namespace when `namespace` is given); returns the metric names read."""
+    names = set()
+    for metric, matchers in promql_selectors(expr):
+        assert metric in METRICS, f"{where}: {metric} is not a metric the binaries expose"
+        names.add(metric)
+        labels = METRICS[metric]
+        for label, (op, val) in matchers.items():
+            assert label in labels or label in TARGET_LABELS, f"{where}: {metric} has no label {label}"
+            allowed = labels.get(label)
+            if op == "=" and allowed is not None and "$" not in val:
+                assert val in allowed, f"{where}: {metric}{{{label}={val!r}}} never exists ({sorted(allowed)})"
+        if namespace is not None:
+            assert matchers.get("namespace") == ("=", namespace), \
+                f"{where}: {metric} is not scoped to the release namespace ({matchers.get('namespace')})"
+    return names
+
+
 # ---------------------------------------------------------------------------------------------
 # The product's invariants on one rendered values set
 
@@ -475,6 +695,11 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
     api = v["api"]
     api_on = api["enabled"]
     api_tls = api["tls"]["enabled"]
+    # the Secret the API serves from: the user's, or the chart's (api-certificate.yaml)
+    api_tls_secret = api["tls"]["secretName"] or f"{api_name}-tls"
+    api_chart_cert = api_on and api_tls and not api["tls"]["secretName"]
+    api_dns = f"{api_name}.{NAMESPACE}.svc"
+    api_dns_names = [api_name, f"{api_name}.{NAMESPACE}", api_dns, f"{api_dns}.{v['certificates']['clusterDomain']}"]
     api_sa = (v["serviceAccount"]["api"]["name"] or api_name) if v["serviceAccount"]["api"]["create"] \
         else (v["serviceAccount"]["api"]["name"] or "default")
     api_admin = bool(api["adminToken"]["secretName"])
@@ -491,6 +716,10 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
             md = o["metadata"]
             if o["kind"] in cluster_scoped:
                 assert "namespace" not in md, f"{o['kind']}/{md['name']} is cluster-scoped but has a namespace"
+            elif o["kind"] == "ConfigMap" and md["name"] == f"{fullname}-dashboard":
+                # where Grafana's sidecar looks
+                want = v["metrics"]["grafanaDashboard"]["namespace"] or NAMESPACE
+                assert md.get("namespace") == want, f"ConfigMap/{md['name']} in {md.get('namespace')}, not {want}"
             elif (o["kind"] in ("Role", "RoleBinding") and md["labels"].get("app.kubernetes.io/component") == "api"
                   and training_ns):
                 # the API's one Role lives where it creates TrainingJobs
@@ -569,6 +798,7 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
             "INFRAMIND_DRY_RUN": "true" if o["dryRun"] else "false",
             "INFRAMIND_CONCURRENCY_ENV": ",".join(o["concurrencyEnv"]),
             "INFRAMIND_WATCH_NAMESPACE_LIMITS": "true" if v["webhook"]["watchNamespaceLimits"] else "false",
+            "INFRAMIND_WATCH_NODES": "true" if v["webhook"]["watchNodes"] else "false",
         }
         for var, val in want.items():
             assert env[var].get("value") == val, f"webhook: {var}={env[var].get('value')!r}, expected {val!r}"
@@ -628,6 +858,31 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
                 assert "TOKEN" not in e["name"] or e["name"].endswith("_FILE"), f"api: {e['name']} looks like a token in the environment"
     c("environment contract (INFRAMIND_*, Secrets, downward API)", environment)
 
+    def graceful_shutdown():
+        sd = v["shutdown"]
+        for dname, d in deployments.items():
+            spec = d["spec"]["template"]["spec"]
+            ct = spec["containers"][0]
+            env = env_map(ct)
+            for var, key in SHUTDOWN_ENV.items():
+                got = env.get(var, {}).get("value")
+                assert got is not None and re.fullmatch(r"[0-9]+", got) and int(got) == sd[key], \
+                    f"{dname}: {var}={got!r}, expected shutdown.{key} {sd[key]}"
+            # the image is distroless: an exec hook has nothing to run; only the kubelet's sleep
+            # action could delay SIGTERM, and it counts against the grace period too
+            sleep = 0
+            for c_ in spec["containers"]:
+                pre = (c_.get("lifecycle") or {}).get("preStop")
+                if pre is None:
+                    continue
+                assert set(pre) == {"sleep"}, f"{dname}/{c_['name']}: preStop {pre} (no shell in the image: only a sleep action can work)"
+                sleep = max(sleep, pre["sleep"]["seconds"])
+            want = sd["drainSeconds"] + sd["graceSeconds"] + sleep + SHUTDOWN_MARGIN_SECONDS
+            got = spec.get("terminationGracePeriodSeconds", 30)
+            assert got >= want, (f"{dname}: terminationGracePeriodSeconds {got} < drain {sd['drainSeconds']} + grace "
+                                 f"{sd['graceSeconds']} + preStop sleep {sleep} + {SHUTDOWN_MARGIN_SECONDS}: killed mid-drain")
+    c("graceful shutdown (drain settings in every server, terminationGracePeriodSeconds covers them)", graceful_shutdown)
+
     def webhook_deployment():
         d = deployments[svc_name]
         spec = d["spec"]["template"]["spec"]
@@ -651,8 +906,9 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
             assert flag("--tls-cert") == "/tls/tls.crt" and flag("--tls-key") == "/tls/tls.key", f"webhook args {args}"
             assert mounts["tls"]["mountPath"] == "/tls" and mounts["tls"].get("readOnly") is True
             assert vols["tls"]["secret"]["secretName"] == tls_secret
-            assert spec.get("automountServiceAccountToken") is v["webhook"]["watchNamespaceLimits"], \
-                "the webhook needs the API token only to watch LimitRanges and ResourceQuotas in this mode"
+            want_token = v["webhook"]["watchNodes"] or v["webhook"]["watchNamespaceLimits"]
+            assert spec.get("automountServiceAccountToken") is want_token, \
+                "the webhook needs the API token only to watch Nodes, LimitRanges and ResourceQuotas in this mode"
         assert resolve_port(ct, "https") == port
         for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
             get = ct[probe]["httpGet"]
@@ -694,11 +950,12 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
         assert ct["args"] == ["api", "--listen", f"0.0.0.0:{API_PORT}"], f"api args {ct['args']}"
         assert [p["containerPort"] for p in ct["ports"]] == [API_PORT], f"api ports {ct['ports']}"
         scheme = "HTTPS" if api_tls else "HTTP"
-        for probe in ("livenessProbe", "readinessProbe"):
+        # readiness on /readyz: 503 from SIGTERM on, so the API drains (see shutdown)
+        for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"), ("startupProbe", "/healthz")):
             assert probe in ct, f"api: no {probe}"
             get = ct[probe]["httpGet"]
-            assert get["path"] == "/healthz" and get.get("scheme", "HTTP") == scheme and resolve_port(ct, get["port"]) == API_PORT, \
-                f"api {probe}: {get}, expected {scheme} GET /healthz on {API_PORT}"
+            assert get["path"] == path and get.get("scheme", "HTTP") == scheme and resolve_port(ct, get["port"]) == API_PORT, \
+                f"api {probe}: {get}, expected {scheme} GET {path} on {API_PORT}"
         assert spec.get("enableServiceLinks") is False, \
             f"service links would put {api_name.upper().replace('-', '_')}_* variables next to the binary's INFRAMIND_API_* ones"
         env = env_map(ct)
@@ -707,8 +964,8 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
         if api_admin:
             files["INFRAMIND_ADMIN_TOKEN_FILE"] = (api["adminToken"]["secretName"], api["adminToken"]["key"])
         if api_tls:
-            files["INFRAMIND_API_TLS_CERT"] = (api["tls"]["secretName"], "tls.crt")
-            files["INFRAMIND_API_TLS_KEY"] = (api["tls"]["secretName"], "tls.key")
+            files["INFRAMIND_API_TLS_CERT"] = (api_tls_secret, "tls.crt")
+            files["INFRAMIND_API_TLS_KEY"] = (api_tls_secret, "tls.key")
         seen = {}
         for var, want in files.items():
             path = env[var].get("value")
@@ -738,10 +995,18 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
         assert selector_matches({"matchLabels": s["spec"]["selector"]}, d["spec"]["template"]["metadata"]["labels"]), \
             "the API Service does not select the API pods"
         # NOTES.txt tells CI teams how to report to exactly this Service
-        url = f"{'https' if api_tls else 'http'}://{api_name}.{NAMESPACE}.svc"
+        url = f"{'https' if api_tls else 'http'}://{api_dns}"
         cmd = f"inframind report --endpoint {url} --token-file /var/run/secrets/inframind/token"
-        assert cmd in notes, f"NOTES.txt lacks `{cmd}`"
+        if api_tls:
+            cmd += " --ca-file /var/run/secrets/inframind/ca.crt"
+        assert re.search(rf"^\s*{re.escape(cmd)}$", notes, re.M), f"NOTES.txt lacks the line `{cmd}`"
         assert api["ingestToken"]["secretName"] in notes, "NOTES.txt does not name the ingest token Secret"
+        if api_tls:
+            # where the reporters' CA comes from: the ConfigMap (Helm-generated), the Secret's
+            # ca.crt (cert-manager), or the user's Secret
+            source = (f"get configmap {api_name}-ca" if api_chart_cert and mode != "cert-manager"
+                      else f"get secret {api_tls_secret}" if api_chart_cert else api_tls_secret)
+            assert source in notes, f"NOTES.txt does not say where the API's CA comes from ({source!r})"
     c("API Deployment (args, /healthz probes, token files from the named Secrets, Service, NOTES)", api_deployment)
 
     def model_keys_and_stores_ca():
@@ -844,7 +1109,7 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
         secrets = [s for s in by_kind(objs, "Secret") if s["metadata"]["name"] == tls_secret]
         certs, issuers = by_kind(objs, "Certificate"), by_kind(objs, "Issuer")
         if mode == "cert-manager":
-            cert = one(objs, "Certificate")
+            cert = one(objs, "Certificate", svc_name)
             assert annotations.get("cert-manager.io/inject-ca-from") == f"{NAMESPACE}/{cert['metadata']['name']}", \
                 f"inject-ca-from {annotations.get('cert-manager.io/inject-ca-from')!r} does not name the Certificate"
             assert cert["spec"]["secretName"] == tls_secret
@@ -855,7 +1120,7 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
                 assert ref["name"] == want_ref["name"] and ref["kind"] == want_ref.get("kind", "Issuer"), ref
                 assert not issuers, "an Issuer is rendered although issuerRef names one"
             else:
-                issuer = one(objs, "Issuer")
+                issuer = one(objs, "Issuer", f"{svc_name}-selfsigned")
                 assert ref == {"name": issuer["metadata"]["name"], "kind": "Issuer", "group": "cert-manager.io"}, ref
                 assert "selfSigned" in issuer["spec"]
             assert not secrets, "cert-manager mode must not render the certificate Secret itself"
@@ -869,22 +1134,54 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
             ca = base64.b64decode(data["ca.crt"])
             for h in mwc["webhooks"]:
                 assert base64.b64decode(h["clientConfig"]["caBundle"]) == ca, "caBundle is not the Secret's CA"
-            if shutil.which("openssl"):
-                with tempfile.TemporaryDirectory() as tmp:
-                    (Path(tmp) / "ca.crt").write_bytes(ca)
-                    (Path(tmp) / "tls.crt").write_bytes(base64.b64decode(data["tls.crt"]))
-                    out = openssl("verify", "-purpose", "sslserver", "-CAfile", f"{tmp}/ca.crt", f"{tmp}/tls.crt")
-                    assert out.strip().endswith("OK"), out
-                    san = openssl("x509", "-noout", "-ext", "subjectAltName", "-in", f"{tmp}/tls.crt")
-                    assert f"DNS:{svc_dns}" in san and f"DNS:{svc_name}" in san, f"serving certificate names {san.strip()}"
-                    pub_cert = openssl("x509", "-noout", "-pubkey", "-in", f"{tmp}/tls.crt")
-                    pub_key = openssl("pkey", "-pubout", stdin=base64.b64decode(data["tls.key"]))
-                    assert pub_cert == pub_key, "tls.key does not belong to tls.crt"
-            else:
-                runner.note("openssl not found: the helm-mode certificate chain was not verified")
+            verify_serving_secret(data, [svc_name, svc_dns], runner)
         elif mode == "self-signed":
             assert not secrets, "self-signed mode renders a certificate Secret"
     c(f"certificates ({mode})", certificates)
+
+    def api_certificate():
+        api_objs = [o for o in objs if o["kind"] in ("Secret", "ConfigMap", "Certificate", "Issuer")
+                    and o["metadata"]["labels"].get("app.kubernetes.io/component") == "api"]
+        if not api_chart_cert:
+            assert not api_objs, f"the chart renders {[(o['kind'], o['metadata']['name']) for o in api_objs]} " \
+                f"although it provides no API certificate (TLS {api_tls}, secretName {api['tls']['secretName']!r})"
+            return
+        if mode == "cert-manager":
+            cert = one(objs, "Certificate", api_name)
+            assert cert["spec"]["secretName"] == api_tls_secret, cert["spec"]["secretName"]
+            missing = sorted(set(api_dns_names) - set(cert["spec"]["dnsNames"]))
+            assert not missing, f"the API Certificate does not name {missing}"
+            assert "server auth" in cert["spec"]["usages"], cert["spec"]["usages"]
+            ref = cert["spec"]["issuerRef"]
+            want_ref = v["certificates"]["certManager"]["issuerRef"]
+            if want_ref:
+                assert ref["name"] == want_ref["name"] and ref["kind"] == want_ref.get("kind", "Issuer"), ref
+                assert {(o["kind"], o["metadata"]["name"]) for o in api_objs} == {("Certificate", api_name)}, api_objs
+            else:
+                # a CA of the API's own, so that reporters' copies survive serving-certificate renewals
+                assert ref == {"name": f"{api_name}-ca", "kind": "Issuer", "group": "cert-manager.io"}, ref
+                ca_issuer = one(objs, "Issuer", f"{api_name}-ca")
+                ca_cert = one(objs, "Certificate", f"{api_name}-ca")
+                assert ca_cert["spec"].get("isCA") is True, "the API's CA Certificate is not a CA"
+                assert ca_issuer["spec"]["ca"]["secretName"] == ca_cert["spec"]["secretName"] != api_tls_secret
+                assert ca_cert["spec"]["privateKey"]["rotationPolicy"] == "Never", "the API's CA changes its key on renewal"
+                assert ca_cert["spec"]["issuerRef"] == {"name": f"{svc_name}-selfsigned", "kind": "Issuer", "group": "cert-manager.io"}
+                assert "selfSigned" in one(objs, "Issuer", f"{svc_name}-selfsigned")["spec"]
+            assert not [o for o in api_objs if o["kind"] in ("Secret", "ConfigMap")], "cert-manager mode renders the API's key material"
+            return
+        # helm and self-signed: Helm generates the API's CA and certificate, the CA published in a ConfigMap
+        assert not [o for o in api_objs if o["kind"] in ("Certificate", "Issuer")], f"{mode} mode renders cert-manager objects for the API"
+        secret = one(objs, "Secret", api_tls_secret)
+        assert secret["type"] == "kubernetes.io/tls"
+        ca = base64.b64decode(secret["data"]["ca.crt"])
+        cm = one(objs, "ConfigMap", f"{api_name}-ca")
+        assert cm["data"]["ca.crt"].strip() == ca.decode().strip(), "ConfigMap ca.crt is not the CA of the API's certificate"
+        assert "tls.key" not in cm["data"] and "PRIVATE" not in cm["data"]["ca.crt"], "the CA ConfigMap holds a key"
+        webhook_tls = [o for o in by_kind(objs, "Secret") if o["metadata"]["name"] == tls_secret]
+        if webhook_tls:
+            assert webhook_tls[0]["data"]["tls.key"] != secret["data"]["tls.key"], "the API and the webhook share a key"
+        verify_serving_secret(secret["data"], api_dns_names, runner)
+    c(f"API certificate (TLS {api_tls}, {mode}): SANs cover the API Service names, CA published", api_certificate)
 
     def rbac():
         for r in by_kind(objs, "ClusterRole") + by_kind(objs, "Role"):
@@ -983,7 +1280,7 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
         if not v["metrics"]["serviceMonitor"]["enabled"]:
             assert not sms, "ServiceMonitor rendered while disabled"
             return
-        assert len(sms) == (2 if ctl_on else 1), f"{len(sms)} ServiceMonitors"
+        assert len(sms) == 1 + ctl_on + api_on, f"{len(sms)} ServiceMonitors"
         for sm in sms:
             for k, val in v["metrics"]["serviceMonitor"]["labels"].items():
                 assert sm["metadata"]["labels"].get(k) == val, f"ServiceMonitor lacks label {k}"
@@ -1000,9 +1297,120 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
                         assert tls.get("insecureSkipVerify") is True, f"self-signed mode: {tls}"
                     else:
                         assert tls.get("ca", {}).get("secret") == {"name": tls_secret, "key": "ca.crt"} and tls.get("serverName") == svc_dns, tls
+                elif targets[0]["metadata"]["name"] == api_name:
+                    # the API's /metrics on its one port, over its scheme
+                    assert ep["scheme"] == ("https" if api_tls else "http"), f"API endpoint scheme {ep['scheme']} with TLS {api_tls}"
+                    if api_tls:
+                        tls = ep.get("tlsConfig", {})
+                        if v["metrics"]["serviceMonitor"]["apiTlsConfig"]:
+                            assert tls == v["metrics"]["serviceMonitor"]["apiTlsConfig"], tls
+                        else:
+                            assert tls.get("ca", {}).get("secret") == {"name": api_tls_secret, "key": "ca.crt"} \
+                                and tls.get("serverName") == api_dns, tls
                 else:
                     assert ep["scheme"] == "http"
     c("ServiceMonitors", monitoring)
+
+    def alerts():
+        pr_values = v["metrics"]["prometheusRule"]
+        rules = by_kind(objs, "PrometheusRule")
+        if not pr_values["enabled"]:
+            assert not rules, "PrometheusRule rendered while disabled"
+            return
+        pr = one(objs, "PrometheusRule")
+        assert pr["apiVersion"] == "monitoring.coreos.com/v1", pr["apiVersion"]
+        for k, val in pr_values["labels"].items():
+            assert pr["metadata"]["labels"].get(k) == val, f"PrometheusRule lacks label {k}"
+        groups = pr["spec"]["groups"]
+        assert isinstance(groups, list) and groups, "no rule groups"
+        assert len({g["name"] for g in groups}) == len(groups), "two rule groups share a name"
+        found = {}
+        duration = re.compile(r"([0-9]+(ms|s|m|h|d|w|y))+")
+        for g in groups:
+            assert set(g) <= {"name", "interval", "rules", "limit", "partial_response_strategy"}, f"group {g['name']}: {sorted(g)}"
+            assert isinstance(g["rules"], list) and g["rules"], f"group {g['name']} has no rules"
+            for r in g["rules"]:
+                assert set(r) <= {"alert", "record", "expr", "for", "keep_firing_for", "labels", "annotations"}, f"rule keys {sorted(r)}"
+                name = r.get("alert") or r.get("record")
+                assert name and isinstance(r["expr"], str) and r["expr"].strip(), f"rule {r}"
+                assert name not in found, f"two rules named {name}"
+                found[name] = r
+                if "for" in r:
+                    assert duration.fullmatch(r["for"]), f"{name}: for {r['for']!r}"
+                assert r["labels"]["severity"] in ("info", "warning", "critical"), f"{name}: severity {r['labels']}"
+                assert r["annotations"].get("summary") and r["annotations"].get("description"), f"{name}: annotations"
+                check_selectors(r["expr"], f"alert {name}", namespace=NAMESPACE)
+        want = ALERTS if (api_on or ctl_on) else ALERTS - RUN_ALERTS
+        assert set(found) == want, f"alerts {sorted(found)}, expected {sorted(want)}"
+        expr = {n: r["expr"] for n, r in found.items()}
+        # the thresholds are the values
+        for alert, key in (("InframindAdmissionsFailingOpen", "failOpenRatio"), ("InframindAdmissionLatencyHigh", "admissionP99Seconds"),
+                           ("InframindOomAboveHoldout", "oomRatioMargin"), ("InframindOomAboveHoldout", "oomMinRuns")):
+            if alert in expr:
+                assert float(pr_values[key]) in promql_numbers(expr[alert]), f"{alert} does not use {key} {pr_values[key]}"
+        fail_open = promql_selectors(expr["InframindAdmissionsFailingOpen"])
+        assert ("inframind_admissions_total", {"namespace": ("=", NAMESPACE), "outcome": ("=", "error")}) in fail_open, \
+            "the fail-open ratio does not count outcome error"
+        assert promql_numbers(expr["InframindModelStale"]) >= {float(pr_values["modelMaxAgeHours"]), 3600.0} \
+            and "inframind_model_trained_timestamp_seconds" in expr["InframindModelStale"], "InframindModelStale: not the model age in hours"
+        if "InframindNoTelemetry" in expr:
+            e = expr["InframindNoTelemetry"]
+            window = f"[{pr_values['noTelemetryHours']}h]"
+            for metric in ("inframind_runs_ingested_total", "inframind_controller_runs_recorded_total"):
+                assert re.search(rf"\(sum\(increase\({metric}\{{[^}}]*\}}{re.escape(window)}\)\)\s+or\s+vector\(0\)\)", e), \
+                    f"InframindNoTelemetry: {metric} over {window} without `or vector(0)` (a missing series would silence it)"
+        if "InframindOomAboveHoldout" in expr:
+            # the controller sees OOM kills; without it, what reporters sent
+            runs = "inframind_controller_runs_recorded_total" if ctl_on else "inframind_runs_ingested_total"
+            sels = promql_selectors(expr["InframindOomAboveHoldout"])
+            assert {m for m, _ in sels} == {runs}, f"InframindOomAboveHoldout reads {sorted({m for m, _ in sels})}, expected {runs}"
+            for decision in ("applied", "holdout"):
+                assert any(m.get("decision") == ("=", decision) and m.get("result") == ("=", "oom") for _, m in sels), \
+                    f"InframindOomAboveHoldout has no OOM ratio for decision {decision}"
+    c("PrometheusRule (structure, known metrics and labels, thresholds from values)", alerts)
+
+    def dashboard():
+        gd = v["metrics"]["grafanaDashboard"]
+        cms = [o for o in by_kind(objs, "ConfigMap") if o["metadata"]["name"] == f"{fullname}-dashboard"]
+        if not gd["enabled"]:
+            assert not cms, "dashboard ConfigMap rendered while disabled"
+            return
+        assert len(cms) == 1, f"{len(cms)} dashboard ConfigMaps"
+        cm = cms[0]
+        assert cm["metadata"]["labels"].get(gd["sidecarLabel"]) == gd["sidecarLabelValue"], \
+            f"the dashboard ConfigMap lacks the sidecar label {gd['sidecarLabel']}={gd['sidecarLabelValue']}"
+        for k, val in gd["labels"].items():
+            assert cm["metadata"]["labels"].get(k) == val, f"dashboard ConfigMap lacks label {k}"
+        assert (cm["metadata"].get("annotations") or {}) == gd["annotations"], cm["metadata"].get("annotations")
+        assert list(cm["data"]) == ["inframind.json"], sorted(cm["data"])
+        dash = json.loads(cm["data"]["inframind.json"])
+        assert dash == json.loads((CHART / "dashboards" / "inframind.json").read_text()), \
+            "the ConfigMap does not hold dashboards/inframind.json"
+        assert dash.get("uid") and dash.get("title") and isinstance(dash.get("panels"), list), "not a Grafana dashboard"
+        variables = {t["name"]: t for t in dash.get("templating", {}).get("list", [])}
+        assert variables.get("datasource", {}).get("type") == "datasource" and variables["datasource"].get("query") == "prometheus", \
+            "no Prometheus data source variable"
+        used = set()
+        for var in variables.values():
+            q = var.get("query")
+            q = q.get("query") if isinstance(q, dict) else q
+            m = re.fullmatch(r"label_values\((\w+),\s*(\w+)\)", q or "")
+            if var["type"] == "query":
+                assert m, f"variable {var['name']}: query {q!r}"
+                check_selectors(m.group(1), f"variable {var['name']}")
+        panels = [p for top in dash["panels"] for p in [top, *top.get("panels", [])]]
+        ids = [p["id"] for p in panels]
+        assert len(ids) == len(set(ids)), "two panels share an id"
+        for p in panels:
+            if p["type"] == "row":
+                continue
+            assert p.get("targets"), f"panel {p['title']!r} has no query"
+            assert p.get("datasource", {}).get("uid") == "${datasource}", f"panel {p['title']!r} does not use the data source variable"
+            for t in p["targets"]:
+                used |= check_selectors(t["expr"], f"panel {p['title']!r}")
+        missing = sorted(DASHBOARD_METRICS - used)
+        assert not missing, f"no dashboard panel shows {missing}"
+    c("Grafana dashboard ConfigMap (sidecar label, valid JSON, known metrics, every topic)", dashboard)
 
     def network_policies():
         nps = by_kind(objs, "NetworkPolicy")
@@ -1168,6 +1576,11 @@ def main() -> int:
         values = deep_merge(defaults, overrides)
         check_invariants(name, values, objs, notes[0], runner)
 
+    def api_https_by_default():
+        tls = defaults["api"]["tls"]
+        assert tls["enabled"] is True and tls["secretName"] == "", f"api.tls defaults to {tls}, not HTTPS with the chart's certificate"
+    runner.check("the API serves HTTPS by default, with a certificate the chart provides", api_https_by_default)
+
     # --- the deploy/ values render the same way (and pass the same invariants) ---------------
     deploy_values = yaml.safe_load(render.VALUES.read_text()) or {}
     deploy_objs = [o for _, _, o in render.render_documents(chart, deploy_values, name=RELEASE, namespace=NAMESPACE)]
@@ -1205,7 +1618,7 @@ def main() -> int:
                 if word not in str(e):
                     problems.append(f"{json.dumps(overrides)}: unhelpful error {str(e).strip()}")
         assert not problems, "; ".join(problems)
-    runner.check("templates reject min bounds above max bounds, API TLS without a Secret, one token for both roles, verifying without signing", template_rejects)
+    runner.check("templates reject min bounds above max bounds, one token for both roles, verifying without signing", template_rejects)
 
     def schema_covers_values():
         schema = chart.schema

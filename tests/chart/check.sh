@@ -3,7 +3,7 @@
 # strict Kubernetes schema validation (1.25, 1.28, 1.30, 1.37), the product's invariants, the values schema,
 # chart crds/ == top-level crds/, deploy/inframind.yaml == a fresh render. See tests/chart/check.py.
 # Usage: tests/chart/check.sh [-v]      -v lists every check
-#        tests/chart/check.sh --self-test  breaks the chart ~50 ways in a copy and requires each to be caught
+#        tests/chart/check.sh --self-test  breaks the chart ~80 ways in a copy and requires each to be caught
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=tests/chart/venv.sh

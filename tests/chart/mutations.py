@@ -64,6 +64,7 @@ def both(*fns):
 
 
 T = "charts/inframind/templates/"
+DASHBOARD = "charts/inframind/dashboards/inframind.json"
 # (what is broken, how, a substring of the check that must fail; None: the check must pass)
 MUTATIONS = [
     ("unknown field in the webhook Deployment", edit(T + "webhook-deployment.yaml", "  revisionHistoryLimit: 5", "  revisionHistoryLimt: 5"), "kubernetes-validate --strict"),
@@ -83,7 +84,8 @@ MUTATIONS = [
     ("kubeVersion narrower than what validates", edit("charts/inframind/Chart.yaml", 'kubeVersion: ">=1.25.0-0"', 'kubeVersion: ">=1.33.0-0"'), "kubeVersion"),
     ("admission policy allows any image", edit(T + "trainingjob-policy.yaml", "!has(object.spec.execution.image) ||", "has(object.spec.execution.image) ||"), "the API server refuses TrainingJobs"),
     ("lease rule without resourceNames", edit(T + "controller-rbac.yaml", '    resourceNames: [{{ .Values.controller.leaseName | quote }}]\n', ""), "RBAC least privilege"),
-    ("webhook token mounted in helm mode", edit(T + "webhook-deployment.yaml", '{{ eq $mode "self-signed" }}', "true"), "webhook Deployment"),
+    ("webhook token mounted in helm mode", edit(T + "webhook-deployment.yaml", '{{ or (eq $mode "self-signed") .Values.webhook.watchNodes .Values.webhook.watchNamespaceLimits }}', "true"), "webhook Deployment"),
+    ("webhook token not mounted for the Node watch", edit(T + "webhook-deployment.yaml", ".Values.webhook.watchNodes .Values.webhook.watchNamespaceLimits }}", ".Values.webhook.watchNamespaceLimits }}"), "webhook Deployment"),
     ("privilege escalation allowed", edit(T + "_helpers.tpl", "allowPrivilegeEscalation: false", "allowPrivilegeEscalation: true"), "restricted Pod Security Standard"),
     ("seccomp dropped from the pod", edit(T + "_helpers.tpl", "fsGroup: 65532\nseccompProfile:\n  type: RuntimeDefault", "fsGroup: 65532"), "restricted Pod Security Standard"),
     ("dry-run value ignored", edit(T + "webhook-deployment.yaml", "{{ .Values.optimizer.dryRun | quote }}", '"false"'), "environment contract"),
@@ -112,7 +114,7 @@ MUTATIONS = [
     ("API ingest token from a hard-coded Secret", edit(T + "api-deployment.yaml", "secretName: {{ $api.ingestToken.secretName }}", "secretName: inframind-api-ingest"), "API Deployment"),
     ("API token volume writable", edit(T + "api-deployment.yaml", "mountPath: /var/run/secrets/inframind/ingest\n              readOnly: true", "mountPath: /var/run/secrets/inframind/ingest\n              readOnly: false"), "API Deployment"),
     ("API admin token file points at the ingest token", edit(T + "api-deployment.yaml", "value: /var/run/secrets/inframind/admin/token", "value: /var/run/secrets/inframind/ingest/token"), "API Deployment"),
-    ("API readiness probe on /readyz", edit(T + "api-deployment.yaml", "readinessProbe:\n            httpGet:\n              path: /healthz", "readinessProbe:\n            httpGet:\n              path: /readyz"), "API Deployment"),
+    ("API readiness probe on /healthz (never not-ready while draining)", edit(T + "api-deployment.yaml", "readinessProbe:\n            httpGet:\n              path: /readyz", "readinessProbe:\n            httpGet:\n              path: /healthz"), "API Deployment"),
     ("API Service always on port 80", edit(T + "api-service.yaml", "port: {{ ternary 443 80 $tls }}", "port: 80"), "API Deployment"),
     ("API Service selects every component", edit(T + "api-service.yaml", '{{- include "inframind.selectorLabels" (dict "ctx" $ "component" "api") | nindent 4 }}', "app.kubernetes.io/instance: {{ .Release.Name }}"), "every Service selects"),
     ("API max body size ignored", edit(T + "api-deployment.yaml", "{{ $api.maxBodyBytes | int64 | quote }}", '"4194304"'), "environment contract"),
@@ -129,6 +131,33 @@ MUTATIONS = [
         edit(T + "webhook-deployment.yaml", '{{- with include "inframind.modelKey.volumes" (dict "ctx" $ "role" "public") }}', '{{- with include "inframind.modelKey.volumes" (dict "ctx" $ "role" "signing") }}')),
      "model signing keys"),
     ("the stores' CA not mounted", edit(T + "_helpers.tpl", '{{- include "inframind.storesCA.mounts" . }}', ''), "model signing keys"),
+    # the API over TLS by default
+    ("API plain HTTP by default", edit("charts/inframind/values.yaml", "    #    `false`: plain HTTP, Service port 80.\n    enabled: true", "    #    `false`: plain HTTP, Service port 80.\n    enabled: false"), "the API serves HTTPS by default"),
+    ("API certificate for the webhook's names", edit(T + "api-certificate.yaml", '(include "inframind.api.dnsNames" . | fromJsonArray) (int', '(include "inframind.webhook.dnsNames" . | fromJsonArray) (int'), "API certificate"),
+    ("API Certificate (cert-manager) without the API Service names", edit(T + "api-certificate.yaml", '{{- include "inframind.api.dnsNames" . | fromJsonArray | toYaml | nindent 4 }}', "- other.example"), "API certificate"),
+    ("API CA ConfigMap publishes the serving certificate", edit(T + "api-certificate.yaml", "{{- $ca | b64dec | trim | nindent 4 }}", "{{- $crt | b64dec | trim | nindent 4 }}"), "API certificate"),
+    ("API CA (cert-manager) rotates its key", edit(T + "api-certificate.yaml", "rotationPolicy: Never", "rotationPolicy: Always"), "API certificate"),
+    ("API mounts the chart's Secret although the user names one", edit(T + "api-deployment.yaml", 'secretName: {{ include "inframind.api.tlsSecretName" . }}', "secretName: {{ include \"inframind.api.fullname\" . }}-tls"), "API Deployment"),
+    ("API liveness probe over HTTP while serving HTTPS", edit(T + "api-deployment.yaml", "scheme: {{ upper $port }}", "scheme: HTTP"), "API Deployment"),
+    ("NOTES reporter command without --ca-file", edit(T + "NOTES.txt", " --ca-file /var/run/secrets/inframind/ca.crt", ""), "API Deployment"),
+    # graceful shutdown
+    ("terminationGracePeriodSeconds leaves out the grace", edit(T + "_helpers.tpl", "add (int .Values.shutdown.drainSeconds) (int .Values.shutdown.graceSeconds) 5", "add (int .Values.shutdown.drainSeconds) 5"), "graceful shutdown"),
+    ("drain seconds hard-coded", edit(T + "_helpers.tpl", "value: {{ .Values.shutdown.drainSeconds | int | quote }}", 'value: "5"'), "graceful shutdown"),
+    ("controller pod keeps the default 30 s grace period", edit(T + "controller-deployment.yaml", '      terminationGracePeriodSeconds: {{ include "inframind.terminationGracePeriodSeconds" . }}\n', ""), "graceful shutdown"),
+    ("an exec preStop sleep (no shell in the image)", edit(T + "webhook-deployment.yaml", "          resources:\n            {{- toYaml .Values.webhook.resources", "          lifecycle:\n            preStop:\n              exec:\n                command: [sleep, \"5\"]\n          resources:\n            {{- toYaml .Values.webhook.resources"), "graceful shutdown"),
+    # alerts and the Grafana dashboard
+    ("PrometheusRule rendered while disabled", edit(T + "prometheusrule.yaml", "{{- if .Values.metrics.prometheusRule.enabled }}", "{{- if true }}"), "PrometheusRule"),
+    ("alert on a metric the binaries do not expose", edit(T + "prometheusrule.yaml", "inframind_bad_requests_total{", "inframind_bad_request_total{"), "PrometheusRule"),
+    ("alert not scoped to the release namespace", edit(T + "prometheusrule.yaml", 'inframind_admissions_total{ {{- $ns }},outcome="error"}[15m])) or', 'inframind_admissions_total{outcome="error"}[15m])) or'), "PrometheusRule"),
+    ("OOM ratio of a decision that never exists", edit(T + "prometheusrule.yaml", 'decision="holdout",result="oom"', 'decision="held-out",result="oom"'), "PrometheusRule"),
+    ("unbalanced parenthesis in an alert", edit(T + "prometheusrule.yaml", "histogram_quantile(0.99, sum by (le) (rate(", "histogram_quantile(0.99, sum by (le) ((rate("), "PrometheusRule"),
+    ("no-telemetry alert silenced by a missing counter", edit(T + "prometheusrule.yaml", "(sum(increase(inframind_runs_ingested_total{ {{- $ns }}}[{{ $r.noTelemetryHours }}h])) or vector(0))", "sum(increase(inframind_runs_ingested_total{ {{- $ns }}}[{{ $r.noTelemetryHours }}h]))"), "PrometheusRule"),
+    ("fail-open threshold hard-coded", edit(T + "prometheusrule.yaml", "> {{ $r.failOpenRatio }}", "> 0.01"), "PrometheusRule"),
+    ("dashboard ConfigMap without the configured sidecar label", edit(T + "grafana-dashboard.yaml", "{{ $g.sidecarLabel }}: {{ $g.sidecarLabelValue | quote }}", 'grafana_dashboard: "1"'), "Grafana dashboard"),
+    ("dashboard panel on an unknown metric", edit(DASHBOARD, "inframind_api_requests_total{", "inframind_api_request_total{"), "Grafana dashboard"),
+    ("dashboard without the model age", edit(DASHBOARD, "inframind_model_trained_timestamp_seconds{", "inframind_model_info{"), "Grafana dashboard"),
+    ("dashboard JSON invalid", edit(DASHBOARD, '"uid": "inframind",', '"uid": "inframind",,'), "Grafana dashboard"),
+    ("API ServiceMonitor over HTTP while the API serves HTTPS", edit(T + "servicemonitor.yaml", "{{- if .Values.api.tls.enabled }}\n    - port: https", "{{- if false }}\n    - port: https"), "ServiceMonitors"),
 ]
 
 

@@ -147,6 +147,35 @@ inframind.io/skip=true (case-insensitive, as src/admission reads it: contract::S
 {{- printf "%s.%s.svc" (include "inframind.webhook.fullname" .) .Release.Namespace }}
 {{- end }}
 
+{{/*
+The API's serving certificate (api.tls): the user's Secret (api.tls.secretName) or, when that is
+empty, the chart's `<fullname>-api-tls` (Helm-generated, or cert-manager's in mode cert-manager).
+*/}}
+{{- define "inframind.api.tlsSecretName" -}}
+{{- default (printf "%s-tls" (include "inframind.api.fullname" .)) .Values.api.tls.secretName }}
+{{- end }}
+
+{{/* "true" when the chart provides the API's certificate (TLS on, no Secret of the user's). */}}
+{{- define "inframind.api.chartCertificate" -}}
+{{- if and .Values.api.enabled .Values.api.tls.enabled (not .Values.api.tls.secretName) }}true{{ end }}
+{{- end }}
+
+{{/* The ConfigMap publishing the CA of a Helm-generated API certificate, for reporters (`--ca-file`). */}}
+{{- define "inframind.api.caConfigMapName" -}}
+{{- printf "%s-ca" (include "inframind.api.fullname" .) }}
+{{- end }}
+
+{{/* The API Service's DNS names, short to fully qualified. */}}
+{{- define "inframind.api.dnsNames" -}}
+{{- $svc := include "inframind.api.fullname" . -}}
+{{- $ns := .Release.Namespace -}}
+{{- list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.%s" $svc $ns .Values.certificates.clusterDomain) | toJson }}
+{{- end }}
+
+{{- define "inframind.api.serviceDnsName" -}}
+{{- printf "%s.%s.svc" (include "inframind.api.fullname" .) .Release.Namespace }}
+{{- end }}
+
 {{- define "inframind.image" -}}
 {{- if .Values.image.digest }}
 {{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
@@ -180,7 +209,7 @@ seccompProfile:
   type: RuntimeDefault
 {{- end }}
 
-{{/* Environment every component reads. */}}
+{{/* Environment every component reads (the drain settings: see values shutdown). */}}
 {{- define "inframind.commonEnv" -}}
 - name: INFRAMIND_DATABASE_URL
   valueFrom:
@@ -198,6 +227,19 @@ seccompProfile:
   value: {{ .Values.log.level | quote }}
 - name: INFRAMIND_LOG_FORMAT
   value: {{ .Values.log.format | quote }}
+- name: INFRAMIND_DRAIN_SECONDS
+  value: {{ .Values.shutdown.drainSeconds | int | quote }}
+- name: INFRAMIND_SHUTDOWN_GRACE_SECONDS
+  value: {{ .Values.shutdown.graceSeconds | int | quote }}
+{{- end }}
+
+{{/*
+How long the kubelet waits after SIGTERM before it kills a pod: the binary's drain and grace
+(values shutdown), plus 5 s because the server gives up on open connections only a second after
+the grace period, and must still exit cleanly. No preStop hook, see values.yaml.
+*/}}
+{{- define "inframind.terminationGracePeriodSeconds" -}}
+{{- add (int .Values.shutdown.drainSeconds) (int .Values.shutdown.graceSeconds) 5 }}
 {{- end }}
 
 {{/*
@@ -284,9 +326,6 @@ Call with (dict "ctx" $ "component" "webhook" "mode" "soft" "affinity" $extra).
 {{- end }}
 {{- $api := .Values.api -}}
 {{- if $api.enabled }}
-{{- if and $api.tls.enabled (not $api.tls.secretName) }}
-{{- fail "api.tls.secretName is required when api.tls.enabled is true (a kubernetes.io/tls Secret with tls.crt and tls.key)" }}
-{{- end }}
 {{- if and (eq $api.adminToken.secretName $api.ingestToken.secretName) (eq $api.adminToken.key $api.ingestToken.key) }}
 {{- fail (printf "api.adminToken names the same Secret key as api.ingestToken (%s/%s): the admin token must differ from the ingest token" $api.ingestToken.secretName $api.ingestToken.key) }}
 {{- end }}
