@@ -126,6 +126,18 @@ async fn phase(
             .await
             .unwrap();
         assert_eq!(r.status, 200);
+        if i == 0 {
+            // The path users hit: the model decides (not the cold start).
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            let patch = v["response"]["patch"].as_str().unwrap_or_default();
+            let ops = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, patch)
+                .unwrap_or_default();
+            let ops = String::from_utf8_lossy(&ops);
+            assert!(
+                !ops.contains("cold start") && ops.contains("predicted"),
+                "the benchmark must exercise the model path: {ops}"
+            );
+        }
     }
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
@@ -209,7 +221,16 @@ fn main() {
         .unwrap();
     rt.block_on(async move {
         let now = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap();
-        let runs = demo_runs(6000, now, 5);
+        // Admission names a pipeline by its namespace too (`ci:acme/engine`; namespaces never
+        // share history), so the history and the model must use that name, or every admission
+        // is a cold start and this measures nothing.
+        let runs: Vec<_> = demo_runs(6000, now, 5)
+            .into_iter()
+            .map(|mut r| {
+                r.pipeline = format!("ci:{}", r.pipeline);
+                r
+            })
+            .collect();
         let ok: Vec<_> = runs.iter().filter(|r| r.success).cloned().collect();
         let spec = TrainingSpec {
             limit: 5000,
@@ -225,10 +246,10 @@ fn main() {
         );
         let mine: Vec<_> = runs
             .iter()
-            .filter(|r| r.pipeline == "acme/engine")
+            .filter(|r| r.pipeline == "ci:acme/engine")
             .cloned()
             .collect();
-        let mut s = PipelineStats::from_runs("acme/engine", &mine);
+        let mut s = PipelineStats::from_runs("ci:acme/engine", &mine);
         s.last_success = Some(inframind::BuildConfig {
             cpu: 8.0,
             mem_gb: 16.0,

@@ -280,8 +280,8 @@ impl OptimizerSettings {
     }
 }
 
-/// How a server stops on SIGTERM (the chart's `preStop` and `terminationGracePeriodSeconds`
-/// are set to match).
+/// How a server stops on SIGTERM (the chart sets `terminationGracePeriodSeconds` to cover the
+/// drain and the grace; no `preStop` is needed: the binary keeps serving, not ready, itself).
 #[derive(Debug, Args, Clone, Copy)]
 pub struct DrainSettings {
     /// Seconds to keep serving, reporting not-ready, after SIGTERM.

@@ -184,7 +184,9 @@ VALUE_SETS: dict[str, dict] = {
                       "concurrencyEnv": ["MAKEFLAGS", "NINJA_JOBS"],
                       "prices": {"cpuPerHour": 0.0316, "memPerGbHour": 0.0042}},
         "log": {"level": "debug,hyper=info", "format": "text"},
-        "webhook": {"watchNodes": False, "watchNamespaceLimits": False},
+        "webhook": {"watchNodes": False, "watchNamespaceLimits": False,
+                    "buildCache": {"claim": "build-cache", "namespaces": ["ci", "web"], "maxSizeGB": 8,
+                                   "remoteEnv": {"SCCACHE_WEBDAV_ENDPOINT": "http://cache.ci:8080", "SCCACHE_BUCKET": "b"}}},
         "database": {"existingSecret": "pg", "secretKey": "DATABASE_URL"},
         "redis": {"existingSecret": "cache", "secretKey": "REDIS_URL"},
     },
@@ -799,7 +801,17 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
             "INFRAMIND_CONCURRENCY_ENV": ",".join(o["concurrencyEnv"]),
             "INFRAMIND_WATCH_NAMESPACE_LIMITS": "true" if v["webhook"]["watchNamespaceLimits"] else "false",
             "INFRAMIND_WATCH_NODES": "true" if v["webhook"]["watchNodes"] else "false",
+            "INFRAMIND_CACHE_MAX_SIZE_GB": str(v["webhook"]["buildCache"]["maxSizeGB"]),
         }
+        bc = v["webhook"]["buildCache"]
+        # The build cache: each setting reaches the binary's variable exactly, or is absent.
+        for var, val in (("INFRAMIND_CACHE_CLAIM", bc["claim"]),
+                         ("INFRAMIND_CACHE_REMOTE_ENV", ",".join(f"{k}={x}" for k, x in sorted(bc["remoteEnv"].items()))),
+                         ("INFRAMIND_CACHE_NAMESPACES", ",".join(bc["namespaces"]))):
+            if val:
+                want[var] = val
+            else:
+                assert var not in env, f"webhook: {var} set without its value"
         for var, val in want.items():
             assert env[var].get("value") == val, f"webhook: {var}={env[var].get('value')!r}, expected {val!r}"
         check_optimizer_env(env, v, "webhook")
@@ -906,7 +918,8 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
             assert flag("--tls-cert") == "/tls/tls.crt" and flag("--tls-key") == "/tls/tls.key", f"webhook args {args}"
             assert mounts["tls"]["mountPath"] == "/tls" and mounts["tls"].get("readOnly") is True
             assert vols["tls"]["secret"]["secretName"] == tls_secret
-            want_token = v["webhook"]["watchNodes"] or v["webhook"]["watchNamespaceLimits"]
+            want_token = v["webhook"]["watchNodes"] or v["webhook"]["watchNamespaceLimits"] \
+                or bool(v["webhook"]["buildCache"]["claim"])
             assert spec.get("automountServiceAccountToken") is want_token, \
                 "the webhook needs the API token only to watch Nodes, LimitRanges and ResourceQuotas in this mode"
         assert resolve_port(ct, "https") == port
@@ -1191,7 +1204,8 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
         wh_sa = one(objs, "ServiceAccount", svc_name)
         watch_nodes = v["webhook"]["watchNodes"]
         watch_limits = v["webhook"]["watchNamespaceLimits"]
-        assert wh_sa.get("automountServiceAccountToken") is (mode == "self-signed" or watch_nodes or watch_limits)
+        cache_claim = v["webhook"]["buildCache"]["claim"]
+        assert wh_sa.get("automountServiceAccountToken") is (mode == "self-signed" or watch_nodes or watch_limits or bool(cache_claim))
         cluster, namespaced = grants_for(objs, svc_name, NAMESPACE)
         mwc_name = one(objs, "MutatingWebhookConfiguration")["metadata"]["name"]
         want = expand("admissionregistration.k8s.io", "mutatingwebhookconfigurations", ["get", "patch"], mwc_name) \
@@ -1201,6 +1215,9 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
             want |= expand("", "nodes", ["list", "watch"])
         if watch_limits and v["rbac"]["create"]:
             want |= expand("", "limitranges", ["list", "watch"]) | expand("", "resourcequotas", ["list", "watch"])
+        if cache_claim and v["rbac"]["create"]:
+            # Read-only claim watch: the cache is mounted only where its claim is Bound.
+            want |= expand("", "persistentvolumeclaims", ["list", "watch"])
         assert cluster == want and not namespaced, f"webhook grants {sorted(cluster)} {namespaced}, expected exactly {sorted(want)}"
         # the API: nothing, or `create` on TrainingJobs in api.trainingNamespace
         if api_on:
@@ -1210,7 +1227,7 @@ def check_invariants(name: str, v: dict, objs: list[dict], notes: str, runner: R
                 assert sa[0].get("automountServiceAccountToken") is bool(training_ns), \
                     f"API ServiceAccount automountServiceAccountToken {sa[0].get('automountServiceAccountToken')}"
             cluster, namespaced = grants_for(objs, api_sa, NAMESPACE)
-            want_ns = {training_ns: expand("inframind.io", "trainingjobs", ["create"])} \
+            want_ns = {training_ns: expand("inframind.io", "trainingjobs", ["create", "get", "list"])} \
                 if training_ns and v["rbac"]["create"] else {}
             assert not cluster and namespaced == want_ns, \
                 f"API grants {sorted(cluster)} {namespaced}, expected exactly {want_ns or 'nothing'}"
