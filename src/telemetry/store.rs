@@ -226,6 +226,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO decision_notes (run_id, rationale, expected_cache, cache) VALUES ($1, $2, $3, $4) ON CONFLICT (run_id) DO NOTHING",
         )
+        // Optional values: not a cached statement (see `upsert`).
+        .persistent(false)
         .bind(run_id)
         .bind(&note.rationale)
         .bind(note.expected_cache.as_deref())
@@ -327,8 +329,11 @@ impl Store {
                 "INSERT INTO runs ({COLUMNS}, outcome_final) VALUES {} {conflict}",
                 rows.join(", ")
             );
-            // Only placeholders are generated here; every value is bound.
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            // Only placeholders are generated here; every value is bound. Not a cached prepared
+            // statement: through sqlx's Any driver, a statement prepared while an optional column
+            // was NULL refused a later row with a value for it (a cache hit ratio after rows
+            // without one) as "incorrect binary data format" on PostgreSQL.
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
             for run in chunk {
                 q = q
                     .bind(run.run_id.clone())

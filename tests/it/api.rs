@@ -153,13 +153,15 @@ async fn ingest_reports_accepted_rejected_and_duplicates() {
     let recent = json!({"run_id": "r3", "pipeline": "acme/api", "branch": "main", "cpu_req": 4, "mem_req_gb": 8,
         "concurrency": 4, "duration_s": 90, "success": 1, "cache_hit_ratio": 0.25,
         "started_at": (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339()});
-    api.call(
-        "POST",
-        "/v1/runs",
-        Some(INGEST),
-        serde_json::to_vec(&recent).unwrap(),
-    )
-    .await;
+    let (status, report) = api
+        .call(
+            "POST",
+            "/v1/runs",
+            Some(INGEST),
+            serde_json::to_vec(&recent).unwrap(),
+        )
+        .await;
+    assert_eq!((status, &report["accepted"]), (200, &json!(1)), "{report}");
     let (_, stats) = api
         .call("GET", "/v1/pipelines/acme/api/stats", Some(INGEST), vec![])
         .await;
