@@ -117,11 +117,7 @@ impl ApiMetrics {
 
     /// The exposition text.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
-            out.clear();
-        }
-        out
+        crate::webhook::metrics::exposition(&self.registry)
     }
 }
 

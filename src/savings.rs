@@ -386,11 +386,13 @@ pub fn parse_period(s: &str) -> Result<chrono::Duration, String> {
     }
 }
 
-fn secs(x: Option<f64>) -> String {
+/// Whole seconds (`412s`), `-` when unknown: the report's and the dashboard's cells.
+pub fn secs(x: Option<f64>) -> String {
     x.map_or_else(|| "-".into(), |v| format!("{v:.0}s"))
 }
 
-fn pct(x: Option<f64>) -> String {
+/// A share as a percentage (`3.2%`), `-` when unknown.
+pub fn pct(x: Option<f64>) -> String {
     x.map_or_else(|| "-".into(), |v| format!("{:.1}%", v * 100.0))
 }
 

@@ -9,9 +9,10 @@
 //! a claim the webhook has not seen bound in the pod's namespace is never mounted (the pod would
 //! stay Pending, which is worse than a cold cache).
 
-use json_patch::jsonptr::PointerBuf;
-use json_patch::{AddOperation, PatchOperation};
+use json_patch::PatchOperation;
 use serde_json::{json, Value};
+
+use super::patch::{append_ops, env_position, ptr};
 
 use crate::features::PipelineHistory;
 
@@ -79,22 +80,16 @@ pub fn size_gb(history: Option<&PipelineHistory>, max_gb: u32) -> u32 {
 /// What the cache does to a pod.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CachePlan {
-    /// Patch operations and the annotation saying what was configured.
-    Inject(Vec<PatchOperation>, String),
+    /// Patch operations for the volume and its mount, the variables the build container gets
+    /// where it does not set them (added with the decision's own, see `patch::resource_ops`),
+    /// and the annotation saying what was configured.
+    Inject(Vec<PatchOperation>, Vec<Value>, String),
     /// Not configured, for the reason given (annotated so the team sees why).
     Skip(String),
 }
 
-fn add(path: PointerBuf, value: Value) -> PatchOperation {
-    PatchOperation::Add(AddOperation { path, value })
-}
-
-fn ptr(tokens: &[&str]) -> PointerBuf {
-    PointerBuf::from_tokens(tokens.iter().copied())
-}
-
-/// The cache configuration of container `i` of `pod` (the pod as patched so far) in
-/// `namespace`, `size_gb` large; `claims` says whether the claim is bound there.
+/// The cache configuration of container `i` of `pod` in `namespace`, `size_gb` large; `claims`
+/// says whether the claim is bound there.
 pub fn plan(
     pod: &Value,
     i: usize,
@@ -107,13 +102,6 @@ pub fn plan(
     let c = pod
         .pointer(&format!("/spec/containers/{i}"))
         .unwrap_or(&Value::Null);
-    let env = c.get("env").and_then(Value::as_array);
-    let has_env = |name: &str| {
-        env.is_some_and(|e| {
-            e.iter()
-                .any(|v| v.get("name").and_then(Value::as_str) == Some(name))
-        })
-    };
     let mut ops = Vec::new();
     let mut vars: Vec<(String, String)> = Vec::new();
     let mut what = Vec::new();
@@ -145,21 +133,17 @@ pub fn plan(
             }
         }
         let volume = json!({"name": VOLUME_NAME, "persistentVolumeClaim": {"claimName": claim}});
-        ops.push(match volumes {
-            Some(_) => add(ptr(&["spec", "volumes", "-"]), volume),
-            None => add(ptr(&["spec", "volumes"]), json!([volume])),
-        });
+        ops.extend(append_ops(
+            volumes.is_some(),
+            ptr(&["spec", "volumes"]),
+            vec![volume],
+        ));
         let mount = json!({"name": VOLUME_NAME, "mountPath": MOUNT_PATH});
-        ops.push(match mounts {
-            Some(_) => add(
-                ptr(&["spec", "containers", &idx, "volumeMounts", "-"]),
-                mount,
-            ),
-            None => add(
-                ptr(&["spec", "containers", &idx, "volumeMounts"]),
-                json!([mount]),
-            ),
-        });
+        ops.extend(append_ops(
+            mounts.is_some(),
+            ptr(&["spec", "containers", &idx, "volumeMounts"]),
+            vec![mount],
+        ));
         vars.push(("CCACHE_DIR".into(), format!("{MOUNT_PATH}/ccache")));
         vars.push(("SCCACHE_DIR".into(), format!("{MOUNT_PATH}/sccache")));
         what.push(format!("claim {claim} at {MOUNT_PATH}"));
@@ -175,7 +159,11 @@ pub fn plan(
     }
     vars.push(("CCACHE_MAXSIZE".into(), format!("{size_gb}G")));
     vars.push(("SCCACHE_CACHE_SIZE".into(), format!("{size_gb}G")));
-    let vars: Vec<(String, String)> = vars.into_iter().filter(|(k, _)| !has_env(k)).collect();
+    // The team's own variables win.
+    let vars: Vec<(String, String)> = vars
+        .into_iter()
+        .filter(|(k, _)| env_position(c, k).is_none())
+        .collect();
     if ops.is_empty() && vars.iter().all(|(k, _)| k.ends_with("SIZE")) {
         return CachePlan::Skip("not configured: the container sets its own cache".into());
     }
@@ -183,19 +171,8 @@ pub fn plan(
         .iter()
         .map(|(k, v)| json!({"name": k, "value": v}))
         .collect();
-    match env {
-        Some(_) => ops.extend(
-            entries
-                .into_iter()
-                .map(|e| add(ptr(&["spec", "containers", &idx, "env", "-"]), e)),
-        ),
-        None => ops.push(add(
-            ptr(&["spec", "containers", &idx, "env"]),
-            Value::Array(entries),
-        )),
-    }
     what.push(format!("size {size_gb}G"));
-    CachePlan::Inject(ops, what.join(", "))
+    CachePlan::Inject(ops, entries, what.join(", "))
 }
 
 #[cfg(test)]
@@ -224,12 +201,16 @@ mod tests {
         json!({"metadata": {"name": "b"}, "spec": {"containers": [{"name": "sidecar"}, container]}})
     }
 
-    fn applied(pod: &Value, plan: &CachePlan) -> Value {
-        let CachePlan::Inject(ops, _) = plan else {
+    /// `pod` with the plan applied to container `i` as admission applies it: the operations,
+    /// then the variables the container does not set.
+    fn applied(pod: &Value, i: usize, plan: &CachePlan) -> Value {
+        let CachePlan::Inject(ops, env, _) = plan else {
             panic!("not injected: {plan:?}")
         };
         let mut p = pod.clone();
         json_patch::patch(&mut p, ops).expect("the patch applies");
+        let vars = super::super::patch::missing_env_ops(&p, i, env);
+        json_patch::patch(&mut p, &vars).expect("the variables apply");
         p
     }
 
@@ -249,11 +230,11 @@ mod tests {
         let p = pod(json!({"name": "build", "env": [{"name": "CCACHE_DIR", "value": "/mine"}]}));
         let claims = Claims(vec![("ci", "build-cache")]);
         let plan = plan(&p, 1, "ci", &settings(), Some(&claims), 4);
-        let CachePlan::Inject(_, note) = &plan else {
+        let CachePlan::Inject(_, _, note) = &plan else {
             panic!("{plan:?}")
         };
         assert_eq!(note, "claim build-cache at /var/cache/inframind, size 4G");
-        let out = applied(&p, &plan);
+        let out = applied(&p, 1, &plan);
         assert_eq!(
             out.pointer("/spec/volumes/0"),
             Some(
@@ -307,13 +288,13 @@ mod tests {
         };
         let p = json!({"spec": {"containers": [{"name": "build", "env": []}]}});
         let plan = plan(&p, 0, "any", &s, None, 2);
-        let out = applied(&p, &plan);
+        let out = applied(&p, 0, &plan);
         assert!(out["spec"].get("volumes").is_none());
         assert_eq!(
             out["spec"]["containers"][0]["env"][0]["name"],
             "SCCACHE_WEBDAV_ENDPOINT"
         );
-        let CachePlan::Inject(_, note) = plan else {
+        let CachePlan::Inject(_, _, note) = plan else {
             panic!()
         };
         assert_eq!(note, "remote SCCACHE_WEBDAV_ENDPOINT, size 2G");

@@ -206,7 +206,9 @@ pub struct Admission {
     pub decision: Option<Decision>,
 }
 
-fn unchanged(uid: &str, outcome: Outcome, warning: Option<String>) -> Admission {
+/// The pod admitted as it came; `reason`, when given, is the warning the client sees.
+fn unchanged(uid: &str, outcome: Outcome, reason: Option<&str>) -> Admission {
+    let warning = reason.map(|r| format!("inframind: admitted unchanged: {r}"));
     Admission {
         response: AdmissionResponse {
             uid: uid.to_string(),
@@ -217,6 +219,14 @@ fn unchanged(uid: &str, outcome: Outcome, warning: Option<String>) -> Admission 
         },
         outcome,
         decision: None,
+    }
+}
+
+/// [`unchanged`], keeping the decision that was made (for metrics and logs).
+fn unchanged_after(decision: Decision, uid: &str, outcome: Outcome, reason: &str) -> Admission {
+    Admission {
+        decision: Some(decision),
+        ..unchanged(uid, outcome, Some(reason))
     }
 }
 
@@ -368,7 +378,7 @@ pub fn admit(
         return unchanged(
             uid,
             Outcome::Error,
-            Some("inframind: admitted unchanged: the request carries no pod object".into()),
+            Some("the request carries no pod object"),
         );
     };
     let meta = recognise::PodMeta::new(pod);
@@ -376,12 +386,20 @@ pub fn admit(
         return unchanged(uid, Outcome::Unchanged, None);
     }
     let Some(chosen) = recognise::choose_container(pod) else {
-        return unchanged(uid, Outcome::Unchanged, Some("inframind: admitted unchanged: no build container (all are known sidecars, or the named one is missing)".into()));
+        return unchanged(
+            uid,
+            Outcome::Unchanged,
+            Some("no build container (all are known sidecars, or the named one is missing)"),
+        );
     };
     let i = chosen.index;
     let namespace = recognise::namespace_of(req.namespace.as_deref(), pod);
     let Some(ctx) = recognise::context(pod, i, namespace) else {
-        return unchanged(uid, Outcome::Unchanged, Some("inframind: admitted unchanged: no pipeline could be recognised (set label inframind.io/pipeline)".into()));
+        return unchanged(
+            uid,
+            Outcome::Unchanged,
+            Some("no pipeline could be recognised (set label inframind.io/pipeline)"),
+        );
     };
     let container = pod
         .pointer(&format!("/spec/containers/{i}/name"))
@@ -434,28 +452,18 @@ pub fn admit(
                 if config.mem_gb < decision.config.mem_gb
                     && request.as_ref().is_none_or(|r| config.mem_gb < r.mem_gb) =>
             {
-                return unchanged(
-                    uid,
-                    Outcome::Kept,
-                    Some(format!(
-                        "inframind: admitted unchanged: the namespace's LimitRange caps memory at {:.2} GB, below the {:.2} GB the memory guards ask for",
-                        config.mem_gb, decision.config.mem_gb
-                    )),
+                let reason = format!(
+                    "the namespace's LimitRange caps memory at {:.2} GB, below the {:.2} GB the memory guards ask for",
+                    config.mem_gb, decision.config.mem_gb
                 );
+                return unchanged(uid, Outcome::Kept, Some(&reason));
             }
             Ok((config, notes)) => {
                 decision.config = config;
                 bounds = notes;
             }
             Err(reason) => {
-                return Admission {
-                    decision: Some(decision),
-                    ..unchanged(
-                        uid,
-                        Outcome::Error,
-                        Some(format!("inframind: admitted unchanged: {reason}")),
-                    )
-                };
+                return unchanged_after(decision, uid, Outcome::Error, &reason);
             }
         }
     }
@@ -475,39 +483,7 @@ pub fn admit(
         (false, Action::Apply, false, true) => (contract::DECISION_HOLDOUT, Outcome::Holdout),
         (false, Action::Apply, false, false) => (contract::DECISION_APPLIED, Outcome::Mutated),
     };
-    let mut ops = Vec::new();
-    if outcome == Outcome::Mutated {
-        match resource_ops(
-            pod,
-            i,
-            &decision.config,
-            &settings.concurrency_env,
-            &reporter_env(&ctx, &container),
-        ) {
-            Ok(r) => ops.extend(r),
-            Err(reason) => {
-                return Admission {
-                    decision: Some(decision),
-                    ..unchanged(
-                        uid,
-                        Outcome::Error,
-                        Some(format!("inframind: admitted unchanged: {reason}")),
-                    )
-                };
-            }
-        }
-    }
-    if outcome == Outcome::Holdout {
-        // Left as requested, but the reporter still learns who it is (and that it is a
-        // holdout): identity variables only, no resource or concurrency change.
-        ops.extend(patch::identity_env_ops(
-            pod,
-            i,
-            &reporter_env(&ctx, &container),
-        ));
-    }
-    let mut notes = decision_annotations(&decision, what, &ctx, &container, &before);
-    if let Some(note) = cache_note(
+    let cache = cache_plan(
         pod,
         &meta,
         i,
@@ -515,9 +491,44 @@ pub fn admit(
         settings,
         stats.as_deref(),
         outcome,
-        &mut ops,
-    ) {
-        notes.push((contract::CACHE.into(), note));
+    );
+    let mut ops = Vec::new();
+    if outcome == Outcome::Mutated {
+        // The cache's variables join the reporter's: added where the container does not set them.
+        let mut extra_env = reporter_env(&ctx, &container);
+        if let Some(cache_injection::CachePlan::Inject(_, env, _)) = &cache {
+            extra_env.extend(env.iter().cloned());
+        }
+        match resource_ops(
+            pod,
+            i,
+            &decision.config,
+            &settings.concurrency_env,
+            &extra_env,
+        ) {
+            Ok(r) => ops.extend(r),
+            Err(reason) => {
+                return unchanged_after(decision, uid, Outcome::Error, &reason);
+            }
+        }
+    }
+    if outcome == Outcome::Holdout {
+        // Left as requested, but the reporter still learns who it is (and that it is a
+        // holdout): identity variables only, no resource or concurrency change.
+        ops.extend(patch::missing_env_ops(
+            pod,
+            i,
+            &reporter_env(&ctx, &container),
+        ));
+    }
+    let mut notes = decision_annotations(&decision, what, &ctx, &container, &before);
+    match cache {
+        Some(cache_injection::CachePlan::Inject(volume, _, note)) => {
+            ops.extend(volume);
+            notes.push((contract::CACHE.into(), note));
+        }
+        Some(cache_injection::CachePlan::Skip(why)) => notes.push((contract::CACHE.into(), why)),
+        None => {}
     }
     notes.push((contract::CONTAINER_CHOICE.into(), chosen.how.clone()));
     if !bounds.is_empty() {
@@ -541,14 +552,10 @@ pub fn admit(
     }
     if annotations_size_after(pod, &notes) >= ANNOTATIONS_LIMIT_BYTES {
         // The API server would refuse the pod: never make a build worse than without us.
-        return Admission {
-            decision: Some(decision),
-            ..unchanged(
-                uid,
-                Outcome::Unchanged,
-                Some(format!("inframind: admitted unchanged: its annotations would exceed the API server's {ANNOTATIONS_LIMIT_BYTES}-byte limit")),
-            )
-        };
+        let reason = format!(
+            "its annotations would exceed the API server's {ANNOTATIONS_LIMIT_BYTES}-byte limit"
+        );
+        return unchanged_after(decision, uid, Outcome::Unchanged, &reason);
     }
     ops.extend(annotation_ops(pod, &notes));
     ops.extend(patch::label_ops(
@@ -568,11 +575,9 @@ pub fn admit(
     }
 }
 
-/// Configures the shared build cache for an opted-in pod the decision changes (see
-/// `cache_injection`): adds its operations to `ops` and returns the annotation, or says why
-/// the pod went without it. `None` when no cache is configured or the pod is not opted in.
-#[allow(clippy::too_many_arguments)]
-fn cache_note(
+/// The shared build cache for an opted-in pod the decision changes (see `cache_injection`), or
+/// why the pod goes without it; `None` when no cache is configured or the pod is not opted in.
+fn cache_plan(
     pod: &Value,
     meta: &recognise::PodMeta,
     i: usize,
@@ -580,38 +585,26 @@ fn cache_note(
     settings: &Settings,
     stats: Option<&PipelineStats>,
     outcome: Outcome,
-    ops: &mut Vec<json_patch::PatchOperation>,
-) -> Option<String> {
+) -> Option<cache_injection::CachePlan> {
     let cache = &settings.cache;
     if !cache.configured() || !cache.opted_in(namespace, meta.annotation(contract::CACHE_OPT)) {
         return None;
     }
     if outcome != Outcome::Mutated {
-        return Some(format!(
+        return Some(cache_injection::CachePlan::Skip(format!(
             "not configured: the pod is left as requested ({})",
             outcome.as_str()
-        ));
-    }
-    // Plan against the pod as the resource operations leave it (they may create `env`).
-    let mut patched = pod.clone();
-    if let Err(e) = json_patch::patch(&mut patched, ops) {
-        return Some(format!("not configured: {e}"));
+        )));
     }
     let size = cache_injection::size_gb(stats.map(|s| &s.history), cache.max_size_gb);
-    match cache_injection::plan(
-        &patched,
+    Some(cache_injection::plan(
+        pod,
         i,
         namespace,
         cache,
         settings.claims.as_deref(),
         size,
-    ) {
-        cache_injection::CachePlan::Inject(more, note) => {
-            ops.extend(more);
-            Some(note)
-        }
-        cache_injection::CachePlan::Skip(why) => Some(why),
-    }
+    ))
 }
 
 /// What `inframind report` reads inside the build container: who it is and what it asked for

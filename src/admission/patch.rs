@@ -73,7 +73,7 @@ impl Ops {
     }
 }
 
-fn ptr(tokens: &[&str]) -> PointerBuf {
+pub(super) fn ptr(tokens: &[&str]) -> PointerBuf {
     PointerBuf::from_tokens(tokens.iter().copied())
 }
 
@@ -110,27 +110,6 @@ pub fn resource_ops(
     request_and_limit_ops(&mut ops, &path, c, config)?;
     env_ops(&mut ops, &path, c, config, concurrency_env, extra_env);
     Ok(ops.ops)
-}
-
-/// Adds the reporter's identity variables `extra_env` the container does not set, and nothing
-/// else (the control group's pods run as requested). No operation for a non-object container.
-pub fn identity_env_ops(pod: &Value, i: usize, extra_env: &[Value]) -> Vec<PatchOperation> {
-    let idx = i.to_string();
-    let base = ["spec", "containers", idx.as_str()];
-    let path = |rest: &[&str]| ptr(&[&base[..], rest].concat());
-    let c = container(pod, i);
-    if !c.is_object() {
-        return Vec::new();
-    }
-    let mut ops = Ops { ops: Vec::new() };
-    // No concurrency variables: the config is not read.
-    let unused = BuildConfig {
-        cpu: 1.0,
-        mem_gb: 1.0,
-        concurrency: 1,
-    };
-    env_ops(&mut ops, &path, c, &unused, &[], extra_env);
-    ops.ops
 }
 
 /// Sets the requests to `config`, and scales the limits the container had in proportion.
@@ -205,6 +184,45 @@ fn request_and_limit_ops(
     Ok(())
 }
 
+/// The position of variable `name` in a container's `env`, if it sets it.
+pub(super) fn env_position(c: &Value, name: &str) -> Option<usize> {
+    c.get("env")?
+        .as_array()?
+        .iter()
+        .position(|e| e.get("name").and_then(Value::as_str) == Some(name))
+}
+
+/// Operations appending `items` to the array at `path`: `add …/-` per item when the array
+/// exists, else one `add` of the whole array (none when there is nothing to add).
+pub(super) fn append_ops(exists: bool, path: PointerBuf, items: Vec<Value>) -> Vec<PatchOperation> {
+    let mut ops = Ops { ops: Vec::new() };
+    if !exists {
+        if !items.is_empty() {
+            ops.set(false, path, Value::Array(items));
+        }
+        return ops.ops;
+    }
+    for item in items {
+        let mut at = path.clone();
+        at.push_back("-");
+        ops.set(false, at, item);
+    }
+    ops.ops
+}
+
+/// The entries of `extra_env` the container does not set yet, leaving out `reserved` names.
+fn missing_env(c: &Value, extra_env: &[Value], reserved: &[String]) -> Vec<Value> {
+    extra_env
+        .iter()
+        .filter(|e| {
+            e.get("name")
+                .and_then(Value::as_str)
+                .is_some_and(|n| env_position(c, n).is_none() && !reserved.iter().any(|r| r == n))
+        })
+        .cloned()
+        .collect()
+}
+
 /// Sets every concurrency variable (flag strings such as MAKEFLAGS, GOFLAGS, MAVEN_ARGS and
 /// GRADLE_OPTS are merged, numbers replaced; `valueFrom` is left alone) and adds `extra_env`
 /// (the reporter's identity) where the container does not set it.
@@ -219,42 +237,14 @@ fn env_ops(
     let value_for = |name: &str, current: Option<&str>| {
         write_jobs(form_of(name), current, config.concurrency, config.cpu)
     };
-    let existing = c.get("env").and_then(Value::as_array);
-    let has = |name: &str| {
-        existing.is_some_and(|env| {
-            env.iter()
-                .any(|e| e.get("name").and_then(Value::as_str) == Some(name))
-        })
-    };
-    let extras: Vec<Value> = extra_env
-        .iter()
-        .filter(|e| {
-            e.get("name")
-                .and_then(Value::as_str)
-                .is_some_and(|n| !has(n) && !concurrency_env.iter().any(|c| c == n))
-        })
-        .cloned()
-        .collect();
-    let Some(env) = existing else {
-        let mut env: Vec<Value> = concurrency_env
-            .iter()
-            .map(|n| json!({"name": n, "value": value_for(n, None)}))
-            .collect();
-        env.extend(extras);
-        if !env.is_empty() {
-            ops.set(false, path(&["env"]), Value::Array(env));
-        }
-        return;
-    };
+    let env = c.get("env").and_then(Value::as_array);
+    let mut added = Vec::new();
     for name in concurrency_env {
-        match env
-            .iter()
-            .position(|e| e.get("name").and_then(Value::as_str) == Some(name))
-        {
-            Some(k) if env[k].get("valueFrom").is_some() => {
+        match env.zip(env_position(c, name)) {
+            Some((env, k)) if env[k].get("valueFrom").is_some() => {
                 // Set from a ConfigMap or Secret: the team owns it; leave it.
             }
-            Some(k) => {
+            Some((env, k)) => {
                 let current = env[k].get("value").and_then(Value::as_str);
                 let k = k.to_string();
                 ops.set(
@@ -263,16 +253,28 @@ fn env_ops(
                     json!(value_for(name, current)),
                 );
             }
-            None => ops.set(
-                false,
-                path(&["env", "-"]),
-                json!({"name": name, "value": value_for(name, None)}),
-            ),
+            None => added.push(json!({"name": name, "value": value_for(name, None)})),
         }
     }
-    for e in extras {
-        ops.set(false, path(&["env", "-"]), e);
+    added.extend(missing_env(c, extra_env, concurrency_env));
+    ops.ops
+        .extend(append_ops(env.is_some(), path(&["env"]), added));
+}
+
+/// Adds the variables of `extra_env` container `i` does not set, and nothing else (the
+/// control group's pods get the reporter's identity this way and run as requested). No
+/// operation for a non-object container.
+pub fn missing_env_ops(pod: &Value, i: usize, extra_env: &[Value]) -> Vec<PatchOperation> {
+    let c = container(pod, i);
+    if !c.is_object() {
+        return Vec::new();
     }
+    let idx = i.to_string();
+    append_ops(
+        c.get("env").and_then(Value::as_array).is_some(),
+        ptr(&["spec", "containers", idx.as_str(), "env"]),
+        missing_env(c, extra_env, &[]),
+    )
 }
 
 /// Operations adding `annotations` (creating the map when the pod has none).

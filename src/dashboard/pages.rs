@@ -8,7 +8,7 @@ use crate::model::ModelMeta;
 use crate::partial_dependence::Curve;
 use crate::plots::{self, Chart, Mark, Series};
 use crate::record::RunRecord;
-use crate::savings::{describe_effect, Comparison, SavingsReport};
+use crate::savings::{describe_effect, pct, secs, Comparison, SavingsReport};
 
 /// Escapes text for HTML element content and attribute values.
 pub fn esc(s: &str) -> String {
@@ -70,14 +70,6 @@ pub fn chart(c: &Chart, size: (u32, u32)) -> String {
         Ok(svg) => format!("<figure class=\"chart\" style=\"margin:0\">{svg}</figure>"),
         Err(e) => format!("<p class=\"warn\">{}</p>", esc(&e.to_string())),
     }
-}
-
-fn secs(x: Option<f64>) -> String {
-    x.map_or_else(|| "–".into(), |v| format!("{v:.0}s"))
-}
-
-fn pct(x: Option<f64>) -> String {
-    x.map_or_else(|| "–".into(), |v| format!("{:.1}%", v * 100.0))
 }
 
 fn comparison_row(c: &Comparison, link: bool) -> String {

@@ -22,23 +22,28 @@ fn ctx(pipeline: &str) -> BuildContext {
     }
 }
 
+/// A 30-tree, depth-12 model fitted on the successful `runs`.
+fn fit_on(runs: &[RunRecord]) -> Model {
+    let spec = crate::training::TrainingSpec {
+        params: ForestParams {
+            n_trees: 30,
+            max_depth: Some(12),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let ok: Vec<_> = runs.iter().filter(|r| r.success).cloned().collect();
+    crate::training::fit(&[], &ok, &spec, "model_vtest", now(), &mut |_| {})
+        .unwrap()
+        .0
+}
+
 /// A model trained on simulated builds, and the runs it was trained on.
 fn trained() -> &'static (Model, Vec<RunRecord>) {
     static M: std::sync::OnceLock<(Model, Vec<RunRecord>)> = std::sync::OnceLock::new();
     M.get_or_init(|| {
         let runs = crate::simulate::demo_runs(1500, now(), 21);
-        let spec = crate::training::TrainingSpec {
-            params: ForestParams {
-                n_trees: 30,
-                max_depth: Some(12),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        let ok: Vec<_> = runs.iter().filter(|r| r.success).cloned().collect();
-        let (model, _) =
-            crate::training::fit(&[], &ok, &spec, "model_vtest", now(), &mut |_| {}).unwrap();
-        (model, runs)
+        (fit_on(&runs), runs)
     })
 }
 
@@ -578,17 +583,7 @@ proptest! {
 #[test]
 fn the_prediction_follows_the_expected_cache_of_the_branch() {
     let runs = crate::simulate::ci_runs(2500, now(), 5);
-    let spec = crate::training::TrainingSpec {
-        params: ForestParams {
-            n_trees: 30,
-            max_depth: Some(12),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let ok: Vec<_> = runs.iter().filter(|r| r.success).cloned().collect();
-    let (model, _) =
-        crate::training::fit(&[], &ok, &spec, "model_vtest", now(), &mut |_| {}).unwrap();
+    let model = fit_on(&runs);
     let pipeline = "acme/api";
     let mine: Vec<RunRecord> = runs
         .iter()

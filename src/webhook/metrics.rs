@@ -11,6 +11,16 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::admission::Outcome;
+
+/// The OpenMetrics text of `registry` (what every component's `/metrics` serves; writing into a
+/// String cannot fail, so an error leaves it empty rather than half-written).
+pub fn exposition(registry: &Registry) -> String {
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, registry).is_err() {
+        out.clear();
+    }
+    out
+}
 use crate::registry::LiveModel;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -184,11 +194,7 @@ impl Metrics {
         catch_up(&self.swaps, live.swaps());
         catch_up(&self.refusals, live.refusals());
         catch_up(&self.cert_reloads, cert_reloads);
-        let mut out = String::new();
-        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
-            out.clear();
-        }
-        out
+        exposition(&self.registry)
     }
 }
 
